@@ -1,0 +1,1 @@
+"""Shared run-time core: configuration, AWS client factory, Sentry reporting."""

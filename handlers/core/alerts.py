@@ -1,0 +1,155 @@
+"""Problem reports to Sentry: one issue per (event type, problem), not one per event.
+
+Rejections of a batch are aggregated by (event type, reason, field) and sent as one message each, with an
+explicit fingerprint that leaves the app release out — so one broken app release makes one Sentry issue
+whose events carry counts, the app versions seen (as a tag and in the extras) and one scrubbed sample.
+Personal data never leaves: fields the event types mark ``pii`` are replaced before sending, and
+``before_send`` scrubs again with sentry-sdk's own EventScrubber.
+
+Without a DSN (the local stage), :class:`LocalFileTransport` stores the envelopes as JSON lines so that
+``letgo alerts`` can list them grouped for triage.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import orjson
+import sentry_sdk
+from sentry_sdk.envelope import Envelope
+from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
+from sentry_sdk.transport import Transport
+
+SCRUBBED = "[scrubbed]"
+IDENTITY_FIELDS = ("userId", "anonymousId")
+
+
+class LocalFileTransport(Transport):
+    """Stores every Sentry envelope item of type ``event`` as one JSON line in ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__({"dsn": None})
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def capture_envelope(self, envelope: Envelope) -> None:
+        for item in envelope.items:
+            if item.type == "event" and item.payload.json is not None:
+                with self._lock, self.path.open("ab") as out:
+                    out.write(orjson.dumps(item.payload.json, default=str) + b"\n")
+
+    def flush(self, timeout: float, callback: Any = None) -> None:  # writes are synchronous
+        return None
+
+    def kill(self) -> None:
+        return None
+
+
+def init_sentry(stage: str, *, dsn: str | None = None, local_path: Path | None = None,
+                release: str | None = None) -> None:
+    """DSN from the argument or ``SENTRY_DSN``; otherwise the local file transport (argument or
+    ``SENTRY_LOCAL_PATH``); otherwise reporting is off."""
+    dsn = dsn if dsn is not None else os.environ.get("SENTRY_DSN") or None
+    if local_path is None and os.environ.get("SENTRY_LOCAL_PATH"):
+        local_path = Path(os.environ["SENTRY_LOCAL_PATH"])
+    options: dict[str, Any] = dict(
+        environment=stage, release=release or os.environ.get("RELEASE"), send_default_pii=False,
+        event_scrubber=EventScrubber(denylist=DEFAULT_DENYLIST + ["email", "phone", "ip", "userId",
+                                                                  "anonymousId", "advertisingId"]),
+        max_breadcrumbs=20, default_integrations=True,
+    )
+    if dsn:
+        sentry_sdk.init(dsn=dsn, **options)
+    elif local_path is not None:
+        sentry_sdk.init(transport=LocalFileTransport(local_path), **options)
+    else:
+        sentry_sdk.init(**options)  # no DSN and nowhere to store: reporting is off
+
+
+def scrub(document: Any, pii_paths: Iterable[str]) -> Any:
+    """Replace the values at dotted ``pii_paths`` (and identity fields) of an event document."""
+    if not isinstance(document, dict):
+        return SCRUBBED
+    doc = orjson.loads(orjson.dumps(document))  # a deep copy that stays JSON
+    for key in IDENTITY_FIELDS:
+        if doc.get(key) is not None:
+            doc[key] = SCRUBBED
+    for dotted in pii_paths:
+        section, _, rest = dotted.partition(".")
+        node = doc.get(section)
+        parts = rest.split(".")
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and parts[-1] in node:
+            node[parts[-1]] = SCRUBBED
+    return doc
+
+
+class ProblemReporter:
+    """Aggregates a batch's rejections and reports each (event type, reason, field) group once."""
+
+    def __init__(self, stage: str, pii_paths_by_type: dict[str, frozenset[str]],
+                 context_pii_paths: frozenset[str]) -> None:
+        self.stage = stage
+        self.pii = {name: frozenset(f"properties.{p}" for p in paths) | {f"context.{p}" for p in context_pii_paths}
+                    for name, paths in pii_paths_by_type.items()}
+        self.context_pii = frozenset(f"context.{p}" for p in context_pii_paths)
+
+    def sample(self, rejection: Any) -> Any:
+        try:
+            document = orjson.loads(rejection.raw)
+        except orjson.JSONDecodeError:
+            return f"<{len(rejection.raw)} bytes that are not JSON>"
+        if isinstance(document, dict) and isinstance(document.get("traits"), dict):
+            document["traits"] = SCRUBBED  # Segment identify traits are personal data by definition
+        return scrub(document, self.pii.get(rejection.event_type or "", self.context_pii))
+
+    def report(self, rejections: Sequence[Any]) -> int:
+        """Send one Sentry event per problem group; returns how many were sent. Never raises."""
+        groups: dict[tuple[str, str, str], list[Any]] = defaultdict(list)
+        for rejection in rejections:
+            groups[(rejection.event_type or "(none)", rejection.reason.value, rejection.field or "(record)")].append(
+                rejection)
+        for (event_type, reason, field), members in groups.items():
+            try:
+                versions = Counter(r.app_version or "unknown" for r in members)
+                with sentry_sdk.new_scope() as scope:
+                    scope.fingerprint = ["tracking-rejection", event_type, reason, field]
+                    scope.set_tag("stage", self.stage)
+                    scope.set_tag("event_type", event_type)
+                    scope.set_tag("reason", reason)
+                    scope.set_tag("field", field)
+                    scope.set_tag("app_version", versions.most_common(1)[0][0])
+                    scope.set_extra("count", len(members))
+                    scope.set_extra("app_versions", dict(versions))
+                    scope.set_extra("message", members[0].message)
+                    scope.set_extra("sample", self.sample(members[0]))
+                    scope.set_extra("sequence_numbers", sorted({r.sequence_number for r in members})[:20])
+                    sentry_sdk.capture_message(f"{event_type}: {reason} on {field}", level="warning")
+            except Exception:  # noqa: BLE001 - reporting must never fail the batch
+                continue
+        return len(groups)
+
+
+def read_local_alerts(path: Path) -> list[dict[str, Any]]:
+    """Group locally stored Sentry events by fingerprint, the way Sentry groups issues."""
+    if not Path(path).exists():
+        return []
+    issues: dict[tuple[str, ...], dict[str, Any]] = {}
+    for line in Path(path).read_bytes().splitlines():
+        event = orjson.loads(line)
+        fingerprint = tuple(event.get("fingerprint") or [event.get("message") or "?"])
+        extra = event.get("extra") or {}
+        issue = issues.setdefault(fingerprint, {"fingerprint": list(fingerprint), "title": event.get("message") or
+                                                (event.get("logentry") or {}).get("message"), "events": 0,
+                                                "count": 0, "tags": event.get("tags") or {},
+                                                "app_versions": Counter(), "sample": extra.get("sample"),
+                                                "first_message": extra.get("message")})
+        issue["events"] += 1
+        issue["count"] += int(extra.get("count") or 1)
+        issue["app_versions"].update(extra.get("app_versions") or {})
+    return sorted(issues.values(), key=lambda i: -i["count"])

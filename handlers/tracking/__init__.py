@@ -1,0 +1,1 @@
+"""Event tracking: the Kinesis consumer that archives, validates and routes marketplace events."""

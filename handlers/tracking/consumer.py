@@ -1,0 +1,144 @@
+"""The consumer: one batch of Kinesis records through archive -> core -> quarantine -> sinks.
+
+Order matters for "nothing lost, nothing duplicated":
+
+1. **archive** every raw record first (deterministic key: a retry overwrites);
+2. run the pure core; write **rejections to the quarantine** (deterministic key) and report them to
+   Sentry, grouped;
+3. **PostgreSQL** (idempotent on messageId) commits before
+4. **Firehose**, the one sink that is not idempotent, which retries only its failed entries.
+
+A failure in 1–3 fails the whole batch (nothing downstream happened yet, or it is idempotent). A Firehose
+entry that still fails fails only its record; the event source resumes from the lowest failed sequence
+number. Every entry point (Lambda, KCL, the local driver) calls :meth:`Consumer.handle`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import orjson
+
+from handlers.core.alerts import ProblemReporter
+from handlers.tracking.core import BatchResult, Processor, RawRecord
+from handlers.tracking.errors import SinkError
+from handlers.tracking.event_types import Catalog, load_catalog
+from handlers.tracking.settings import PACKAGE_ROOT, Settings, load_settings
+from handlers.tracking.sinks.firehose import FirehoseSink
+from handlers.tracking.sinks.postgres import PostgresSink
+from handlers.tracking.sinks.s3objects import Quarantine, RawArchive
+
+
+@dataclass
+class BatchOutcome:
+    """What happened to one batch; the local stage sums these into its report."""
+
+    records: int = 0
+    archived: int = 0
+    delivered_postgres: int = 0
+    delivered_firehose: int = 0
+    quarantined: int = 0
+    duplicates: int = 0  # in-batch duplicates + rows PostgreSQL already had
+    alerts: int = 0
+    failed_sequence_numbers: frozenset[str] = field(default_factory=frozenset)
+    error: str | None = None
+
+
+class Consumer:
+    def __init__(self, processor: Processor, archive: RawArchive, quarantine: Quarantine,
+                 database: PostgresSink | None, warehouse: FirehoseSink | None, reporter: ProblemReporter) -> None:
+        self.processor, self.archive, self.quarantine = processor, archive, quarantine
+        self.database, self.warehouse, self.reporter = database, warehouse, reporter
+
+    def handle(self, records: Sequence[RawRecord]) -> BatchOutcome:
+        """Raises SinkError when the whole batch must be retried; partial failures are in the outcome."""
+        outcome = BatchOutcome(records=len(records))
+        if not records:
+            return outcome
+        self.archive.put(records)
+        outcome.archived = len(records)
+
+        result: BatchResult = self.processor.process(records)
+        self.quarantine.put(records, result.rejections)
+        outcome.quarantined = len(result.rejections)
+        outcome.duplicates = len(result.duplicates)
+        if result.rejections:
+            outcome.alerts = self.reporter.report(result.rejections)
+
+        if self.database is not None:
+            inserted, already_there = self.database.write(result.events)
+            outcome.delivered_postgres = inserted
+            outcome.duplicates += len(already_there)
+            fresh = set(already_there)
+            events = [e for e in result.events if e.message_id not in fresh]
+        else:
+            events = result.events
+        if self.warehouse is not None and events:
+            blobs = [orjson.dumps(e.to_document()) + b"\n" for e in events]
+            try:
+                self.warehouse.put(blobs, [e.sequence_number for e in events])
+                outcome.delivered_firehose = len(events)
+            except SinkError as exc:
+                failed = exc.failed_sequence_numbers or frozenset(e.sequence_number for e in events)
+                outcome.delivered_firehose = sum(1 for e in events if e.sequence_number not in failed)
+                outcome.failed_sequence_numbers = failed
+                outcome.error = str(exc)
+        return outcome
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    """Everything a deployed consumer reads from its environment, validated once."""
+
+    stage: str
+    raw_bucket: str
+    quarantine_bucket: str
+    firehose_stream: str | None
+    database_url: str | None
+    event_types_dir: Path
+    settings: Settings
+
+    @classmethod
+    def from_environment(cls, env: dict[str, str] | None = None) -> "ConsumerConfig":
+        env = dict(os.environ if env is None else env)
+        missing = [k for k in ("RAW_BUCKET", "QUARANTINE_BUCKET") if not env.get(k)]
+        if missing:
+            raise RuntimeError(f"consumer misconfigured: set {', '.join(missing)}")
+        return cls(stage=env.get("STAGE", "local"), raw_bucket=env["RAW_BUCKET"],
+                   quarantine_bucket=env["QUARANTINE_BUCKET"], firehose_stream=env.get("FIREHOSE_STREAM") or None,
+                   database_url=env.get("DATABASE_URL") or _database_url_from_secret(env.get("DATABASE_SECRET_ARN")),
+                   event_types_dir=Path(env.get("EVENT_TYPES_DIR") or PACKAGE_ROOT / "event_types"),
+                   settings=load_settings(Path(env["TRACKING_CONFIG"]) if env.get("TRACKING_CONFIG") else None))
+
+
+def _database_url_from_secret(secret_arn: str | None) -> str | None:
+    """Aurora credentials live in Secrets Manager (RDS-managed secret); never in the template."""
+    if not secret_arn:
+        return None
+    from handlers.core.aws import client
+
+    secret = orjson.loads(client("secretsmanager").get_secret_value(SecretId=secret_arn)["SecretString"])
+    return (f"postgresql://{secret['username']}:{secret['password']}@{secret['host']}:{secret.get('port', 5432)}"
+            f"/{secret.get('dbname', 'events')}?sslmode=require")
+
+
+def build_consumer(config: ConsumerConfig, catalog: Catalog | None = None) -> Consumer:
+    from handlers.core.aws import client
+
+    catalog = catalog or load_catalog(config.event_types_dir, max_depth=config.settings.max_depth)
+    s3 = client("s3")
+    reporter = ProblemReporter(config.stage, {n: t.pii_paths for n, t in catalog.types.items()},
+                               catalog.context_pii_paths)
+    return Consumer(
+        processor=Processor(catalog, config.settings),
+        archive=RawArchive(s3, config.raw_bucket, "raw"),
+        quarantine=Quarantine(s3, config.quarantine_bucket, "quarantine"),
+        database=PostgresSink(config.database_url) if config.database_url else None,
+        warehouse=FirehoseSink(client("firehose"), config.firehose_stream,
+                               max_attempts=config.settings.firehose_max_attempts,
+                               backoff_seconds=config.settings.firehose_backoff_seconds)
+        if config.firehose_stream else None,
+        reporter=reporter,
+    )

@@ -1,0 +1,90 @@
+"""Errors as types.
+
+Two families live here:
+
+* :class:`Rejection` — *data* about a bad input record. It is not raised across the batch: the
+  processing core returns it so the record goes to the quarantine and the batch goes on.
+* :class:`DefinitionError` and the sink errors — *exceptions*. A broken event-type file stops start-up
+  naming the file, the field and the reason; a sink failure makes the batch (or some of its records)
+  fail so the event source retries them.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Reason(str, enum.Enum):
+    """Machine-readable reason codes for quarantined records (stable: dashboards and alerts key on them)."""
+
+    NOT_JSON = "not_json"
+    INVALID_UTF8 = "invalid_utf8"
+    NOT_AN_OBJECT = "not_an_object"
+    RECORD_TOO_LARGE = "record_too_large"
+    BAD_COMPRESSION = "bad_compression"
+    NON_FINITE_NUMBER = "non_finite_number"
+    TOO_DEEP = "too_deep"
+    MISSING_FIELD = "missing_field"
+    UNKNOWN_EVENT_TYPE = "unknown_event_type"
+    UNKNOWN_PROPERTY = "unknown_property"
+    INVALID_TYPE = "invalid_type"
+    OUT_OF_RANGE = "out_of_range"
+    TOO_LONG = "too_long"
+    TOO_SHORT = "too_short"
+    PATTERN_MISMATCH = "pattern_mismatch"
+    NOT_IN_ENUM = "not_in_enum"
+    TIMESTAMP_IN_FUTURE = "timestamp_in_future"
+    TIMESTAMP_TOO_OLD = "timestamp_too_old"
+
+
+class Invalid(Exception):
+    """Raised inside the core by a field validator; caught per record and turned into a Rejection."""
+
+    __slots__ = ("reason", "field", "message")
+
+    def __init__(self, reason: Reason, field: str | None, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.field = field
+        self.message = message
+
+
+@dataclass(slots=True, frozen=True)
+class Rejection:
+    """A record (or one event of a Segment batch record) that could not be accepted, and why."""
+
+    reason: Reason
+    field: str | None
+    message: str
+    sequence_number: str
+    index: int  # position of the event inside its Kinesis record (0 unless the record held a batch)
+    event_type: str | None
+    app_version: str | None
+    raw: bytes  # exactly what we could not accept: the record's bytes, or the event's JSON
+
+    def describe(self) -> str:
+        where = f"record {self.sequence_number}" + (f" event #{self.index}" if self.index else "")
+        field = f" field '{self.field}'" if self.field else ""
+        kind = f" ({self.event_type})" if self.event_type else ""
+        return f"{where}{kind}{field}: [{self.reason.value}] {self.message}"
+
+
+class DefinitionError(Exception):
+    """An event-type or configuration file is broken: names the file, the field and why."""
+
+    def __init__(self, filename: str, field: str | None, message: str) -> None:
+        self.filename = filename
+        self.field = field
+        self.message = message
+        where = f"{filename}: {field}: " if field else f"{filename}: "
+        super().__init__(where + message)
+
+
+class SinkError(Exception):
+    """A sink could not take (part of) a batch; the event source must retry the named records."""
+
+    def __init__(self, sink: str, message: str, failed_sequence_numbers: frozenset[str] | None = None):
+        self.sink = sink
+        # None means "the whole batch": the failure is not attributable to individual records.
+        self.failed_sequence_numbers = failed_sequence_numbers
+        super().__init__(f"{sink}: {message}")

@@ -1,0 +1,271 @@
+"""Field validators compiled from the YAML event-type definitions.
+
+Every declared field becomes one small closure ``check(value) -> value`` that coerces where the type
+allows it ("120.50" -> 120.5 for a number, ISO-8601 -> UTC), sanitises strings, enforces constraints and
+raises :class:`~handlers.tracking.errors.Invalid` naming the field and the reason. Compiling once at
+start-up keeps the per-event hot path to a handful of Python calls (see ``make bench``).
+"""
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from handlers.tracking.errors import Invalid, Reason
+
+Check = Callable[[Any], Any]
+
+DEFAULT_MAX_STRING = 4096
+_UTC = timezone.utc
+# C0 and C1 control characters except tab and newline (kept: descriptions legitimately contain them).
+_CONTROL_CHARS = {c: None for c in [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), *range(0x7F, 0xA0)]}
+
+
+def sanitise_string(value: str) -> str:
+    """Strip control characters, normalise Unicode to NFC and trim surrounding whitespace."""
+    if not value.isprintable():
+        value = value.translate(_CONTROL_CHARS)
+    if not value.isascii() and not unicodedata.is_normalized("NFC", value):
+        value = unicodedata.normalize("NFC", value)
+    return value.strip()
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__.replace("dict", "object").replace("list", "array")
+
+
+def string_check(path: str, *, min_length: int = 0, max_length: int = DEFAULT_MAX_STRING,
+                 pattern: str | None = None) -> Check:
+    regex = re.compile(pattern) if pattern else None
+
+    def check(value: Any) -> str:
+        if type(value) is not str:
+            if type(value) in (int, float) and not isinstance(value, bool):
+                value = repr(value)  # a number where a string is declared: coercible without loss
+            else:
+                raise Invalid(Reason.INVALID_TYPE, path, f"expected a string, got {_type_name(value)}")
+        value = sanitise_string(value)
+        n = len(value)
+        if n > max_length:
+            raise Invalid(Reason.TOO_LONG, path, f"{n} characters, the limit is {max_length}")
+        if n < min_length:
+            raise Invalid(Reason.TOO_SHORT, path, f"{n} characters, at least {min_length} required")
+        if regex is not None and regex.fullmatch(value) is None:
+            raise Invalid(Reason.PATTERN_MISMATCH, path, f"{value[:40]!r} does not match {pattern!r}")
+        return value
+
+    return check
+
+
+def _range_guard(path: str, minimum: float | None, maximum: float | None) -> Callable[[float], None]:
+    def guard(number: float) -> None:
+        if minimum is not None and number < minimum:
+            raise Invalid(Reason.OUT_OF_RANGE, path, f"{number} is below the minimum {minimum}")
+        if maximum is not None and number > maximum:
+            raise Invalid(Reason.OUT_OF_RANGE, path, f"{number} is above the maximum {maximum}")
+
+    return guard
+
+
+def number_check(path: str, *, minimum: float | None = None, maximum: float | None = None) -> Check:
+    guard = _range_guard(path, minimum, maximum)
+
+    def check(value: Any) -> float | int:
+        kind = type(value)
+        if kind is float:
+            if not math.isfinite(value):
+                raise Invalid(Reason.NON_FINITE_NUMBER, path, f"{value} is not a finite number")
+        elif kind is int:
+            pass
+        elif kind is str:
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise Invalid(Reason.INVALID_TYPE, path, f"{value[:40]!r} is not a number") from None
+            if not math.isfinite(value):
+                raise Invalid(Reason.NON_FINITE_NUMBER, path, f"{value} is not a finite number")
+        else:
+            raise Invalid(Reason.INVALID_TYPE, path, f"expected a number, got {_type_name(value)}")
+        guard(value)
+        return value
+
+    return check
+
+
+def integer_check(path: str, *, minimum: float | None = None, maximum: float | None = None) -> Check:
+    guard = _range_guard(path, minimum, maximum)
+
+    def check(value: Any) -> int:
+        kind = type(value)
+        if kind is int:
+            pass
+        elif kind is float and math.isfinite(value) and value.is_integer():
+            value = int(value)
+        elif kind is str:
+            text = value.strip()
+            try:
+                value = int(text)
+            except ValueError:
+                try:
+                    number = float(text)
+                except ValueError:
+                    number = math.nan
+                if not (math.isfinite(number) and number.is_integer()):
+                    raise Invalid(Reason.INVALID_TYPE, path, f"{text[:40]!r} is not an integer") from None
+                value = int(number)
+        elif kind is float and not math.isfinite(value):
+            raise Invalid(Reason.NON_FINITE_NUMBER, path, f"{value} is not a finite number")
+        else:
+            raise Invalid(Reason.INVALID_TYPE, path, f"expected an integer, got {_type_name(value)} {value!r:.40}")
+        guard(value)
+        return value
+
+    return check
+
+
+def boolean_check(path: str) -> Check:
+    words = {"true": True, "false": False}
+
+    def check(value: Any) -> bool:
+        if type(value) is bool:
+            return value
+        if type(value) is str and value.strip().lower() in words:
+            return words[value.strip().lower()]
+        raise Invalid(Reason.INVALID_TYPE, path, f"expected a boolean, got {_type_name(value)} {value!r:.40}")
+
+    return check
+
+
+def parse_timestamp(value: Any, path: str) -> datetime:
+    """ISO-8601 with an offset (or Z) -> aware datetime; anything else is rejected with the field named."""
+    if type(value) is not str:
+        raise Invalid(Reason.INVALID_TYPE, path, f"expected an ISO-8601 timestamp, got {_type_name(value)}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise Invalid(Reason.INVALID_TYPE, path, f"{value[:40]!r} is not an ISO-8601 timestamp") from None
+    if parsed.tzinfo is None:
+        raise Invalid(Reason.INVALID_TYPE, path, f"{value[:40]!r} has no UTC offset (add 'Z' or '+hh:mm')")
+    return parsed
+
+
+def format_timestamp(moment: datetime) -> str:
+    """Canonical form used everywhere downstream: UTC, millisecond precision, 'Z'."""
+    return moment.astimezone(_UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def canonical_timestamp(value: Any, path: str) -> tuple[str, float]:
+    """(canonical string, epoch seconds). Already-canonical input skips re-formatting (the common case)."""
+    parsed = parse_timestamp(value, path)
+    if len(value) == 24 and value[23] == "Z" and value[19] == ".":
+        return value, parsed.timestamp()
+    return format_timestamp(parsed), parsed.timestamp()
+
+
+def timestamp_check(path: str) -> Check:
+    def check(value: Any) -> str:
+        return canonical_timestamp(value, path)[0]
+
+    return check
+
+
+def enum_check(path: str, values: list[str]) -> Check:
+    allowed = frozenset(values)
+    shown = ", ".join(values)
+
+    def check(value: Any) -> str:
+        if type(value) is str:
+            if value in allowed:
+                return value
+            value = sanitise_string(value)
+            if value in allowed:
+                return value
+        raise Invalid(Reason.NOT_IN_ENUM, path, f"{value!r:.40} is not one of: {shown}")
+
+    return check
+
+
+def geo_point_check(path: str) -> Check:
+    lat_check = number_check(f"{path}.lat", minimum=-90, maximum=90)
+    lon_check = number_check(f"{path}.lon", minimum=-180, maximum=180)
+
+    def check(value: Any) -> dict[str, float]:
+        if type(value) is not dict:
+            raise Invalid(Reason.INVALID_TYPE, path, f"expected {{'lat': ..., 'lon': ...}}, got {_type_name(value)}")
+        if "lat" not in value or "lon" not in value:
+            missing = "lat" if "lat" not in value else "lon"
+            raise Invalid(Reason.MISSING_FIELD, f"{path}.{missing}", "a geo point needs both 'lat' and 'lon'")
+        if len(value) != 2:
+            extra = sorted(set(value) - {"lat", "lon"})[0]
+            raise Invalid(Reason.UNKNOWN_PROPERTY, f"{path}.{extra}", "a geo point has only 'lat' and 'lon'")
+        return {"lat": lat_check(value["lat"]), "lon": lon_check(value["lon"])}
+
+    return check
+
+
+def free_value_check(path: str, max_depth: int, max_string: int = DEFAULT_MAX_STRING) -> Check:
+    """For undeclared values we keep (extra context keys): sanitise strings, bound depth and length."""
+
+    def walk(value: Any, depth: int, where: str) -> Any:
+        kind = type(value)
+        if kind is str:
+            value = sanitise_string(value)
+            if len(value) > max_string:
+                raise Invalid(Reason.TOO_LONG, where, f"{len(value)} characters, the limit is {max_string}")
+            return value
+        if kind is dict or kind is list:
+            if depth >= max_depth:
+                raise Invalid(Reason.TOO_DEEP, where, f"nesting deeper than {max_depth} levels")
+            if kind is dict:
+                return {k: walk(v, depth + 1, f"{where}.{k}") for k, v in value.items()}
+            return [walk(v, depth + 1, f"{where}[{i}]") for i, v in enumerate(value)]
+        if kind is float and not math.isfinite(value):
+            raise Invalid(Reason.NON_FINITE_NUMBER, where, f"{value} is not a finite number")
+        return value
+
+    def check(value: Any) -> Any:
+        return walk(value, 0, path)
+
+    return check
+
+
+def object_check(path: str, fields: dict[str, tuple[Check, bool]], *, additional: Check | None) -> Check:
+    """``fields`` maps name -> (check, required). ``additional`` handles undeclared keys (None: refuse them)."""
+    required = [name for name, (_, is_required) in fields.items() if is_required]
+    checks = {name: check for name, (check, _) in fields.items()}
+
+    def check(value: Any) -> dict[str, Any]:
+        if type(value) is not dict:
+            raise Invalid(Reason.INVALID_TYPE, path or None, f"expected an object, got {_type_name(value)}")
+        out = {}
+        for key, item in value.items():
+            field_check = checks.get(key)
+            if field_check is not None:
+                if item is not None:
+                    out[key] = field_check(item)
+            elif additional is not None:
+                out[key] = additional(item)
+            else:
+                raise Invalid(Reason.UNKNOWN_PROPERTY, f"{path}.{key}" if path else key,
+                              "not declared in the event type (add it to the YAML, then re-drive)")
+        for name in required:
+            if out.get(name) is None:
+                raise Invalid(Reason.MISSING_FIELD, f"{path}.{name}" if path else name, "required but missing")
+        return out
+
+    return check
+
+
+def list_check(path: str, item: Check, *, min_items: int = 0, max_items: int = 100) -> Check:
+    def check(value: Any) -> list[Any]:
+        if type(value) is not list:
+            raise Invalid(Reason.INVALID_TYPE, path, f"expected a list, got {_type_name(value)}")
+        if len(value) > max_items:
+            raise Invalid(Reason.TOO_LONG, path, f"{len(value)} items, the limit is {max_items}")
+        if len(value) < min_items:
+            raise Invalid(Reason.TOO_SHORT, path, f"{len(value)} items, at least {min_items} required")
+        return [item(v) for v in value]
+
+    return check

@@ -1,0 +1,108 @@
+"""KCL record processor (amazon-kclpy v3 interface) for the EC2 spot auto-scaling group.
+
+The MultiLangDaemon (Java, from the KCL jars) owns leases and calls this processor over stdin/stdout;
+``amazon_kclpy.kcl.KCLProcess`` speaks that protocol. The processor hands each batch to the same
+:class:`Consumer` as the Lambda and **checkpoints only after the sinks succeeded**:
+
+* whole-batch failure (archive, quarantine or PostgreSQL down): retry with backoff; after the last attempt
+  raise, so the daemon restarts the shard from the last checkpoint — nothing is skipped;
+* some records failed (Firehose entries): checkpoint just before the lowest failed record and retry
+  from there.
+
+amazon-kclpy is not importable on every machine (its build downloads jars); the class then falls back to
+``object`` so the record-processing logic is still importable and testable through the same interface.
+The production image installs ``amazon-kclpy`` (see the README).
+"""
+from __future__ import annotations
+
+import base64
+import time
+from datetime import datetime
+from typing import Any, Callable, Sequence
+
+from handlers.tracking.consumer import BatchOutcome, Consumer
+from handlers.tracking.core import RawRecord
+from handlers.tracking.errors import SinkError
+
+try:  # pragma: no cover - depends on the image
+    from amazon_kclpy.v3.processor import RecordProcessorBase as _Base
+except ImportError:  # pragma: no cover
+    _Base = object
+
+
+def _arrival_seconds(value: Any) -> float:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return float(value) / 1000.0  # the daemon sends epoch milliseconds
+
+
+class TrackingRecordProcessor(_Base):  # type: ignore[misc,valid-type]
+    def __init__(self, consumer_factory: Callable[[], Consumer], *, max_attempts: int = 5,
+                 backoff_seconds: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> None:
+        self._factory = consumer_factory
+        self._consumer: Consumer | None = None
+        self.shard_id = "unknown"
+        self.max_attempts, self.backoff_seconds, self.sleep = max_attempts, backoff_seconds, sleep
+        self.outcomes: list[BatchOutcome] = []
+
+    def initialize(self, initialize_input: Any) -> None:
+        self.shard_id = initialize_input.shard_id
+        self._consumer = self._factory()
+
+    def _to_raw(self, record: Any) -> RawRecord:
+        data = getattr(record, "data", None)
+        if data is None:
+            data = base64.b64encode(record.binary_data).decode("ascii")
+        return RawRecord(record.sequence_number, record.partition_key, data,
+                         _arrival_seconds(record.approximate_arrival_timestamp), self.shard_id)
+
+    def process_records(self, process_records_input: Any) -> None:
+        assert self._consumer is not None, "initialize() was not called"
+        pending: Sequence[RawRecord] = [self._to_raw(r) for r in process_records_input.records]
+        checkpointer = process_records_input.checkpointer
+        attempt = 0
+        while pending:
+            attempt += 1
+            try:
+                outcome = self._consumer.handle(pending)
+            except SinkError:
+                if attempt >= self.max_attempts:
+                    raise  # the daemon restarts this shard from the last checkpoint
+                self.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+                continue
+            self.outcomes.append(outcome)
+            if not outcome.failed_sequence_numbers:
+                checkpointer.checkpoint(pending[-1].sequence_number)
+                return
+            lowest = min(outcome.failed_sequence_numbers, key=int)
+            position = next(i for i, r in enumerate(pending) if r.sequence_number == lowest)
+            if position:
+                checkpointer.checkpoint(pending[position - 1].sequence_number)
+            if attempt >= self.max_attempts:
+                raise SinkError("firehose", f"records from {lowest} still failing after {attempt} attempts")
+            pending = pending[position:]
+            self.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+
+    def lease_lost(self, lease_lost_input: Any) -> None:
+        """Another worker owns the shard now: stop without checkpointing (we may not)."""
+
+    def shard_ended(self, shard_ended_input: Any) -> None:
+        shard_ended_input.checkpointer.checkpoint()  # required to let child shards start
+
+    def shutdown_requested(self, shutdown_requested_input: Any) -> None:
+        shutdown_requested_input.checkpointer.checkpoint()  # everything handed to us was already processed
+
+
+def main() -> None:  # pragma: no cover - runs under the MultiLangDaemon in the consumer image
+    from amazon_kclpy import kcl
+
+    from handlers.core.alerts import init_sentry
+    from handlers.tracking.consumer import ConsumerConfig, build_consumer
+
+    config = ConsumerConfig.from_environment()
+    init_sentry(config.stage)
+    kcl.KCLProcess(TrackingRecordProcessor(lambda: build_consumer(config))).run()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

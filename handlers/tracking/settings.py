@@ -1,0 +1,67 @@
+"""Consumer settings from YAML, validated once at the edge (explicit file > TRACKING_CONFIG > defaults)."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from handlers.tracking.errors import DefinitionError
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the repo root locally; the zip root on Lambda
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: Any, filename: str, field: str) -> float:
+    match = _DURATION.match(str(text))
+    if not match:
+        raise DefinitionError(filename, field, f"{text!r} is not a duration like 90s, 15m, 24h or 30d")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+@dataclass(frozen=True)
+class Settings:
+    max_future_seconds: float = 86400
+    max_past_seconds: float = 30 * 86400
+    max_record_bytes: int = 1048576
+    max_depth: int = 8
+    max_batch_events: int = 1000
+    max_message_id_length: int = 128
+    max_user_id_length: int = 256
+    firehose_max_attempts: int = 4
+    firehose_backoff_seconds: float = 0.2
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    path = Path(path or os.environ.get("TRACKING_CONFIG") or PACKAGE_ROOT / "config" / "tracking.yaml")
+    name = path.name
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise DefinitionError(name, None, f"cannot read settings: {exc}") from None
+    known = {"checks": {"max_future", "max_past"},
+             "limits": {"max_record_bytes", "max_depth", "max_batch_events", "max_message_id_length",
+                        "max_user_id_length"},
+             "sinks": {"firehose_max_attempts", "firehose_backoff_seconds"}}
+    values: dict[str, Any] = {}
+    for section, section_doc in doc.items():
+        if section not in known or not isinstance(section_doc, dict):
+            raise DefinitionError(name, section, f"unknown section; expected one of {sorted(known)}")
+        for key, value in section_doc.items():
+            if key not in known[section]:
+                raise DefinitionError(name, f"{section}.{key}", f"unknown key; expected {sorted(known[section])}")
+            if key in ("max_future", "max_past"):
+                values[f"{key}_seconds"] = parse_duration(value, name, f"{section}.{key}")
+            elif key == "firehose_backoff_seconds":
+                if not isinstance(value, (int, float)) or value < 0:
+                    raise DefinitionError(name, f"{section}.{key}", "must be a non-negative number")
+                values[key] = float(value)
+            else:
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise DefinitionError(name, f"{section}.{key}", "must be a positive integer")
+                values[key] = value
+    return Settings(**values)

@@ -1,0 +1,5 @@
+import sys
+
+from letgo.cli import main
+
+sys.exit(main())

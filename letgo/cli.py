@@ -1,0 +1,234 @@
+"""``letgo`` — one CLI for the platform's everyday jobs.
+
+    letgo demo [--events N]            the main job (make run): local stage, traffic, report
+    letgo stage up                     run the local stage (collector + consumer) until Ctrl-C
+    letgo events validate FILE         say, for each invalid event in FILE, which field is wrong and why
+    letgo events send FILE             put the events of FILE on a stream (the running local stage by default)
+    letgo quarantine redrive           re-drive quarantined events after an event type was fixed
+    letgo alerts [--path P]            list locally stored Sentry issues, grouped for triage
+    letgo types lock | check           record / check event-type versions (additive vs breaking changes)
+    letgo db migrate --dsn DSN         apply PostgreSQL migrations
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import orjson
+
+from letgo import REPO_ROOT
+
+STAGE_FILE = REPO_ROOT / ".local" / "stage.json"
+
+
+def _events_from_file(path: Path) -> Iterator[tuple[int, bytes]]:
+    """A JSON array, or JSON lines (one event per line). Yields (line or position, raw bytes)."""
+    data = path.read_bytes()
+    if data.lstrip().startswith(b"["):
+        for index, item in enumerate(orjson.loads(data), 1):
+            yield index, orjson.dumps(item)
+        return
+    for number, line in enumerate(data.splitlines(), 1):
+        if line.strip():
+            yield number, line
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from handlers.tracking.core import Processor, RawRecord
+    from handlers.tracking.event_types import load_catalog
+    from handlers.tracking.settings import load_settings
+
+    processor = Processor(load_catalog(Path(args.event_types)), load_settings())
+    now = time.time()
+    bad = total = 0
+    for where, raw in _events_from_file(Path(args.file)):
+        result = processor.process([RawRecord(str(where), "file", base64.b64encode(raw).decode(), now)])
+        total += result.units
+        for rejection in result.rejections:
+            bad += 1
+            event = f" ({rejection.event_type})" if rejection.event_type else ""
+            field = f"field '{rejection.field}'" if rejection.field else "record"
+            item = f" event #{rejection.index}" if rejection.index else ""
+            print(f"{args.file}:{where}{item}{event}: {field}: [{rejection.reason.value}] {rejection.message}")
+        for duplicate in result.duplicates:
+            print(f"{args.file}:{where}: duplicate messageId {duplicate.message_id}")
+    print(f"{total - bad} valid, {bad} invalid of {total} events")
+    return 1 if bad else 0
+
+
+def _stage_info() -> dict[str, Any]:
+    if not STAGE_FILE.exists():
+        raise SystemExit("no local stage is running: start one with `letgo stage up` (or pass --stream)")
+    info = orjson.loads(STAGE_FILE.read_bytes())
+    os.environ.update(info["env"])
+    return info
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from handlers.core.aws import client
+    from letgo.producer import put_records
+
+    stream = args.stream or _stage_info()["stream"]
+    sent = put_records(client("kinesis"), stream, ((f"file-{where}", raw) for where, raw in
+                                                   _events_from_file(Path(args.file))))
+    print(f"sent {sent} events to {stream}")
+    return 0
+
+
+def cmd_redrive(args: argparse.Namespace) -> int:
+    from handlers.core.aws import client
+    from handlers.tracking.consumer import ConsumerConfig
+    from handlers.tracking.core import Processor
+    from handlers.tracking.event_types import load_catalog
+    from handlers.tracking.sinks.s3objects import Quarantine
+    from letgo.progress import Progress
+    from letgo.redrive import redrive
+
+    stream = args.stream or _stage_info()["stream"]
+    config = ConsumerConfig.from_environment()
+    processor = Processor(load_catalog(config.event_types_dir, max_depth=config.settings.max_depth), config.settings)
+    progress = Progress("quarantine objects")
+    report = redrive(Quarantine(client("s3"), config.quarantine_bucket, "quarantine"), processor,
+                     client("kinesis"), stream, progress=progress)
+    progress.finish()
+    print(f"re-driven: {report.redriven} events back on {stream}; still invalid: {report.still_invalid} "
+          f"{report.still_invalid_by_reason or ''}")
+    return 0
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from handlers.core.alerts import read_local_alerts
+
+    path = Path(args.path) if args.path else Path(_stage_info()["env"]["SENTRY_LOCAL_PATH"])
+    issues = read_local_alerts(path)
+    if not issues:
+        print(f"no alerts in {path}")
+    for issue in issues:
+        versions = ", ".join(f"{v} ({n})" for v, n in issue["app_versions"].most_common(3))
+        print(f"{issue['count']:>7,} events  {issue['events']:>4} reports  {issue['title']}")
+        print(f"{'':>23}{issue['first_message']}  [app {versions}]")
+    return 0
+
+
+def cmd_types(args: argparse.Namespace) -> int:
+    from handlers.tracking.compatibility import write_lock
+    from handlers.tracking.event_types import LOCK_FILE, load_catalog
+
+    directory = Path(args.event_types)
+    catalog = load_catalog(directory)  # refuses breaking changes against the current lock
+    if args.action == "lock":
+        write_lock(catalog.types, directory / LOCK_FILE)
+        print(f"locked {len(catalog.types)} event types in {directory / LOCK_FILE}")
+    else:
+        print(f"{len(catalog.types)} event types valid and compatible with {LOCK_FILE}")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from letgo.migrate import migrate
+
+    applied = migrate(args.dsn)
+    print(f"applied: {', '.join(applied) or 'nothing (up to date)'}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from letgo.demo import run_demo
+
+    report = run_demo(args.events, seed=args.seed)
+    return 0 if report["ok"] else 1
+
+
+def cmd_stage_up(args: argparse.Namespace) -> int:
+    from handlers.core.aws import client
+    from letgo.collector import Collector
+    from letgo.stage import LocalStage
+
+    stop = False
+
+    def on_signal(*_: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    with LocalStage(REPO_ROOT / ".local" / "stage", say=print) as stage, \
+            Collector(client("kinesis"), stage.names.stream, {args.write_key}) as collector:
+        keys = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
+                "AWS_DEFAULT_REGION", "RAW_BUCKET", "QUARANTINE_BUCKET", "FIREHOSE_STREAM", "DATABASE_URL",
+                "SENTRY_LOCAL_PATH", "STAGE")
+        STAGE_FILE.write_bytes(orjson.dumps({"pid": os.getpid(), "stream": stage.names.stream,
+                                             "collector": collector.url, "env": {k: os.environ[k] for k in keys}}))
+        print(f"collector (Segment-compatible): {collector.url}/v1/batch  write key: {args.write_key}")
+        print(f"PostgreSQL: {stage.postgres.dsn}")
+        print("consuming; Ctrl-C stops the stage")
+        try:
+            assert stage.mapping is not None
+            while not stop:
+                if stage.mapping.poll() == 0:
+                    time.sleep(0.5)
+        finally:
+            STAGE_FILE.unlink(missing_ok=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="letgo", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="the main job: local stage, synthetic traffic, report")
+    demo.add_argument("--events", type=int, default=20_000)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.set_defaults(func=cmd_demo)
+
+    stage = sub.add_parser("stage", help="the local stage")
+    stage.add_argument("action", choices=["up"])
+    stage.add_argument("--write-key", default="local-write-key")
+    stage.set_defaults(func=cmd_stage_up)
+
+    events = sub.add_parser("events", help="validate or send a file of events (JSON lines or a JSON array)")
+    events.add_argument("action", choices=["validate", "send"])
+    events.add_argument("file")
+    events.add_argument("--event-types", default=str(REPO_ROOT / "event_types"))
+    events.add_argument("--stream", help="stream name (default: the running local stage's)")
+    events.set_defaults(func=lambda a: cmd_validate(a) if a.action == "validate" else cmd_send(a))
+
+    quarantine = sub.add_parser("quarantine", help="re-drive quarantined events")
+    quarantine.add_argument("action", choices=["redrive"])
+    quarantine.add_argument("--stream", help="stream name (default: the running local stage's)")
+    quarantine.set_defaults(func=cmd_redrive)
+
+    alerts = sub.add_parser("alerts", help="list locally stored Sentry issues")
+    alerts.add_argument("--path", help="the local Sentry store (default: the running local stage's)")
+    alerts.set_defaults(func=cmd_alerts)
+
+    types = sub.add_parser("types", help="event-type versions")
+    types.add_argument("action", choices=["lock", "check"])
+    types.add_argument("--event-types", default=str(REPO_ROOT / "event_types"))
+    types.set_defaults(func=cmd_types)
+
+    db = sub.add_parser("db", help="PostgreSQL schema")
+    db.add_argument("action", choices=["migrate"])
+    db.add_argument("--dsn", default=os.environ.get("DATABASE_URL"), required=not os.environ.get("DATABASE_URL"))
+    db.set_defaults(func=cmd_migrate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from handlers.tracking.errors import DefinitionError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DefinitionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""``make run``: the local stage end to end, with a report that proves where every event went.
+
+Sets up the stage, pushes synthetic marketplace traffic (and a few events from the unmodified Segment
+SDK through the local collector) onto the stream, drains it through the Lambda handler via the
+event-source-mapping driver, takes an inventory of every sink, writes the report as JSON and ends with::
+
+    conservation: OK sent=… delivered=… quarantined=… duplicates=…
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from handlers.core.alerts import read_local_alerts
+from handlers.core.aws import client
+from letgo import REPO_ROOT
+from letgo.inventory import take_inventory
+from letgo.producer import put_records
+from letgo.progress import Progress
+from letgo.stage import LocalStage
+from letgo.traffic import generate
+
+
+def run_demo(events: int = 20_000, *, workdir: Path | None = None, report_dir: Path | None = None,
+             seed: int = 7, shards: int = 2, batch_size: int = 100, say=print) -> dict[str, Any]:
+    workdir = workdir or REPO_ROOT / ".local" / "stage"
+    report_dir = report_dir or REPO_ROOT / "reports"
+    started = time.monotonic()
+    with LocalStage(workdir, shards=shards, batch_size=batch_size, say=say) as stage:
+        now = datetime.now(timezone.utc)
+        plan = generate(events, seed=seed, now=now)
+        say(f"generated {plan.sent:,} events in {len(plan.records):,} records "
+            f"(expected: {plan.expected_valid:,} valid, {plan.expected_duplicates:,} duplicates, "
+            f"{sum(plan.expected_rejected_by_reason.values()):,} malformed)")
+        progress = Progress("sent to Kinesis (records)", len(plan.records))
+        put_records(client("kinesis"), stage.names.stream, ((r.partition_key, r.data) for r in plan.records),
+                    progress=progress)
+        progress.finish()
+
+        assert stage.mapping is not None
+        progress = Progress("consumed by the handler (records)", len(plan.records))
+        stage.mapping.drain(progress=progress)
+        progress.finish()
+        outcomes = stage.mapping.stats.outcomes
+        duplicates = sum(o.duplicates for o in outcomes)
+        say("taking inventory of the sinks …")
+        inventory = take_inventory(client("s3"), raw_bucket=stage.names.raw_bucket,
+                                   quarantine_bucket=stage.names.quarantine_bucket,
+                                   processed_bucket=stage.names.processed_bucket, database_url=stage.postgres.dsn)
+        alerts = read_local_alerts(stage.sentry_path)
+
+    report = build_report(plan, inventory, duplicates, stage, alerts, time.monotonic() - started)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    path = report_dir / f"run-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
+    path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2, default=str))
+    report["path"] = str(path)
+    print_report(report, say)
+    return report
+
+
+def build_report(plan: Any, inventory: Any, duplicates: int, stage: LocalStage, alerts: list[dict[str, Any]],
+                 seconds: float) -> dict[str, Any]:
+    sent, delivered, quarantined = plan.sent, inventory.postgres_rows, inventory.quarantined
+    checks = {
+        "sent == delivered + quarantined + duplicates": sent == delivered + quarantined + duplicates,
+        "every record archived": inventory.archived == len(plan.records),
+        "firehose delivered each event once": inventory.firehose_distinct == delivered == inventory.firehose_records,
+        "quarantine reasons as generated": inventory.quarantined_by_reason == plan.expected_rejected_by_reason,
+        "duplicates as generated": duplicates == plan.expected_duplicates,
+    }
+    assert stage.mapping is not None
+    return {
+        "sent": sent, "records": len(plan.records), "archived": inventory.archived,
+        "archive_objects": inventory.archive_objects,
+        "delivered": {"postgres": delivered, "firehose": inventory.firehose_distinct,
+                      "firehose_objects": inventory.firehose_objects},
+        "delivered_by_type": inventory.postgres_by_type,
+        "quarantined": quarantined, "quarantined_by_reason": inventory.quarantined_by_reason,
+        "duplicates": duplicates,
+        "expected": {"valid": plan.expected_valid, "duplicates": plan.expected_duplicates,
+                     "rejected_by_reason": plan.expected_rejected_by_reason},
+        "mapping": {k: v for k, v in asdict(stage.mapping.stats).items() if k != "outcomes"},
+        "alerts": [{"title": a["title"], "count": a["count"], "sentry_events": a["events"],
+                    "app_versions": dict(a["app_versions"])} for a in alerts],
+        "checks": checks, "ok": all(checks.values()), "seconds": round(seconds, 1),
+    }
+
+
+def print_report(report: dict[str, Any], say=print) -> None:
+    say("")
+    say("== where every event went ==")
+    say(f"  sent           {report['sent']:>8,}  events in {report['records']:,} Kinesis records")
+    say(f"  archived       {report['archived']:>8,}  raw records in {report['archive_objects']:,} S3 objects")
+    say(f"  delivered      {report['delivered']['postgres']:>8,}  PostgreSQL rows"
+        f" | {report['delivered']['firehose']:,} via Firehose to S3")
+    for name, count in report["delivered_by_type"].items():
+        say(f"      {name:<16}{count:>8,}")
+    say(f"  quarantined    {report['quarantined']:>8,}")
+    for reason, count in report["quarantined_by_reason"].items():
+        say(f"      {reason:<22}{count:>6,}")
+    say(f"  duplicates     {report['duplicates']:>8,}  (same messageId, dropped)")
+    m = report["mapping"]
+    say(f"  mapping        {m['invocations']:,} invocations, {m['function_errors']} errors, "
+        f"{m['partial_failures']} partial failures, {m['sent_to_on_failure']} to the on-failure queue")
+    say(f"  sentry issues  {len(report['alerts'])} (one per event type and problem; `letgo alerts` lists them)")
+    for name, ok in report["checks"].items():
+        say(f"  [{'ok' if ok else 'FAILED'}] {name}")
+    say(f"report: {report['path']}  ({report['seconds']} s)")
+    status = "OK" if report["ok"] else "FAILED"
+    say(f"conservation: {status} sent={report['sent']} delivered={report['delivered']['postgres']} "
+        f"quarantined={report['quarantined']} duplicates={report['duplicates']}")

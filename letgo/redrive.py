@@ -1,0 +1,52 @@
+"""Re-drive the quarantine after an event type was fixed.
+
+For every quarantined line that the *current* event types accept, the original payload goes back on the
+stream, so it flows like a new event (archive, checks, sinks — idempotent on messageId, so re-driving twice
+is harmless). Lines still invalid stay in the quarantine under the same key; an object whose lines all
+went back is deleted. Re-put first, rewrite second: a crash in between only causes a harmless re-send.
+"""
+from __future__ import annotations
+
+import base64
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from handlers.tracking.core import Processor, RawRecord
+from handlers.tracking.sinks.s3objects import Quarantine
+from letgo.producer import put_records
+
+
+@dataclass
+class RedriveReport:
+    objects: int = 0
+    redriven: int = 0
+    still_invalid: int = 0
+    still_invalid_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+def redrive(quarantine: Quarantine, processor: Processor, kinesis: Any, stream: str,
+            progress: Callable[[int], None] | None = None) -> RedriveReport:
+    report = RedriveReport()
+    reasons: Counter[str] = Counter()
+    for key in list(quarantine.keys()):
+        report.objects += 1
+        lines = quarantine.read(key)
+        keep, resend = [], []
+        for line in lines:
+            record = RawRecord(line["sequenceNumber"], "redrive", line["raw"], line["arrival"], line["shardId"])
+            result = processor.process([record])
+            if result.rejections:
+                keep.append(line)
+                reasons.update(r.reason.value for r in result.rejections)
+            else:
+                resend.append((line["sequenceNumber"], base64.b64decode(line["raw"])))
+        if resend:
+            put_records(kinesis, stream, resend)
+            report.redriven += len(resend)
+            quarantine.rewrite(key, keep)
+        report.still_invalid += len(keep)
+        if progress:
+            progress(report.objects)
+    report.still_invalid_by_reason = dict(reasons)
+    return report

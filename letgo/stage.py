@@ -1,0 +1,125 @@
+"""The local stage: the platform's event path on one machine, with embedded stand-ins.
+
+moto server (S3, Kinesis, Firehose, SQS) + a real PostgreSQL cluster under ``.local/`` + the local
+Sentry store + the event-source-mapping driver, all wired through the *same* environment variables the
+Lambda reads in AWS (``RAW_BUCKET``, ``FIREHOSE_STREAM``, ``DATABASE_URL``…). Only ``AWS_ENDPOINT_URL``
+differs. ``with LocalStage(...) as stage:`` starts everything and always stops it.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from handlers.core.aws import client, reset_clients
+from handlers.tracking import lambda_consumer
+from handlers.tracking.consumer import ConsumerConfig
+from letgo.driver import EventSourceMapping, sqs_on_failure
+from letgo.migrate import migrate
+from letgo.services.moto import FAKE_CREDENTIALS, MotoServer
+from letgo.services.postgres import PostgresServer
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class StageNames:
+    stream: str = "letgo-events-local"
+    raw_bucket: str = "letgo-raw-events-local"
+    quarantine_bucket: str = "letgo-quarantine-local"
+    processed_bucket: str = "letgo-processed-events-local"
+    firehose: str = "letgo-events-to-warehouse-local"
+    on_failure_queue: str = "letgo-consumer-on-failure-local"
+
+
+class LocalStage:
+    def __init__(self, workdir: Path, *, shards: int = 2, batch_size: int = 100, say: Say = lambda _: None) -> None:
+        self.workdir = Path(workdir).resolve()
+        self.shards, self.batch_size, self.say = shards, batch_size, say
+        self.names = StageNames()
+        self.moto = MotoServer(self.workdir / "moto.log")
+        self.postgres = PostgresServer(self.workdir / "postgres")
+        self.sentry_path = self.workdir / "sentry" / "events.jsonl"
+        self._saved_env: dict[str, str | None] = {}
+        self.mapping: EventSourceMapping | None = None
+        self.queue_url = ""
+
+    # -- lifecycle --------------------------------------------------------------------------------------
+    def __enter__(self) -> "LocalStage":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        if self.workdir.exists():
+            shutil.rmtree(self.workdir)
+        self.workdir.mkdir(parents=True)
+        self.say(f"starting moto server (AWS APIs) on 127.0.0.1 …")
+        self.moto.start()
+        self.say(f"  moto server at {self.moto.url}")
+        self.say("starting PostgreSQL …")
+        self.postgres.start()
+        applied = migrate(self.postgres.dsn)
+        self.say(f"  PostgreSQL on 127.0.0.1:{self.postgres.port}, migrations applied: {', '.join(applied) or 'none'}")
+        self._set_env({**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": self.moto.url, "STAGE": "local",
+                       "RAW_BUCKET": self.names.raw_bucket, "QUARANTINE_BUCKET": self.names.quarantine_bucket,
+                       "FIREHOSE_STREAM": self.names.firehose, "DATABASE_URL": self.postgres.dsn,
+                       "SENTRY_DSN": "", "SENTRY_LOCAL_PATH": str(self.sentry_path)})
+        reset_clients()
+        lambda_consumer.reset()
+        self._create_resources()
+        self.mapping = self.new_mapping()
+        self.say(f"  stream {self.names.stream} ({self.shards} shards), buckets, Firehose and the on-failure "
+                 f"queue created")
+
+    def stop(self) -> None:
+        lambda_consumer.reset()
+        self.postgres.stop()
+        self.moto.stop()
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env.clear()
+        reset_clients()
+
+    def _set_env(self, values: dict[str, str]) -> None:
+        for key, value in values.items():
+            self._saved_env.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
+
+    def _create_resources(self) -> None:
+        s3, kinesis = client("s3"), client("kinesis")
+        region = os.environ["AWS_REGION"]
+        for bucket in (self.names.raw_bucket, self.names.quarantine_bucket, self.names.processed_bucket):
+            s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+            s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [
+                {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]})
+        kinesis.create_stream(StreamName=self.names.stream, ShardCount=self.shards)
+        kinesis.get_waiter("stream_exists").wait(StreamName=self.names.stream)
+        client("firehose").create_delivery_stream(
+            DeliveryStreamName=self.names.firehose, DeliveryStreamType="DirectPut",
+            ExtendedS3DestinationConfiguration={
+                "RoleARN": "arn:aws:iam::123456789012:role/firehose-local",
+                "BucketARN": f"arn:aws:s3:::{self.names.processed_bucket}", "Prefix": "events/",
+                "BufferingHints": {"SizeInMBs": 64, "IntervalInSeconds": 60}})
+        self.queue_url = client("sqs").create_queue(QueueName=self.names.on_failure_queue)["QueueUrl"]
+
+    # -- the event path ---------------------------------------------------------------------------------
+    def new_mapping(self, invoke: Callable[[dict[str, Any]], Any] | None = None, **options: Any) -> EventSourceMapping:
+        return EventSourceMapping(client("kinesis"), self.names.stream, invoke or lambda_consumer.process_event,
+                                  batch_size=options.pop("batch_size", self.batch_size),
+                                  on_failure=sqs_on_failure(client("sqs"), self.queue_url),
+                                  region=os.environ["AWS_REGION"], **options)
+
+    def consumer_config(self) -> ConsumerConfig:
+        return ConsumerConfig.from_environment()

@@ -1,0 +1,29 @@
+"""Shared fixtures. Tiers: unit (no I/O), functional (moto server, PostgreSQL), e2e (the local stage)."""
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+
+import pytest
+
+from handlers.tracking.core import Processor, RawRecord
+from handlers.tracking.event_types import load_catalog
+from handlers.tracking.settings import load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+EVENTS = Path(__file__).resolve().parent / "events"
+
+
+@pytest.fixture(scope="session")
+def catalog():
+    return load_catalog(REPO / "event_types")
+
+
+@pytest.fixture(scope="session")
+def processor(catalog):
+    return Processor(catalog, load_settings())
+
+
+def record(data: bytes, seq: str = "1", arrival: float | None = None, shard: str = "shardId-000000000000") -> RawRecord:
+    return RawRecord(seq, "pk", base64.b64encode(data).decode(), arrival if arrival is not None else time.time(), shard)
