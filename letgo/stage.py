@@ -75,6 +75,7 @@ class LocalStage:
                        "SENTRY_DSN": "", "SENTRY_LOCAL_PATH": str(self.sentry_path)})
         reset_clients()
         lambda_consumer.reset()
+        lambda_consumer.logger.setLevel("WARNING")  # the driver prints progress; per-batch logs are for CloudWatch
         self._create_resources()
         self.mapping = self.new_mapping()
         self.say(f"  stream {self.names.stream} ({self.shards} shards), buckets, Firehose and the on-failure "

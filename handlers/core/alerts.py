@@ -57,7 +57,7 @@ def init_sentry(stage: str, *, dsn: str | None = None, local_path: Path | None =
     if local_path is None and os.environ.get("SENTRY_LOCAL_PATH"):
         local_path = Path(os.environ["SENTRY_LOCAL_PATH"])
     options: dict[str, Any] = dict(
-        environment=stage, release=release or os.environ.get("RELEASE"), send_default_pii=False,
+        environment=stage, release=release or os.environ.get("RELEASE"),  # PII is off by default
         event_scrubber=EventScrubber(denylist=DEFAULT_DENYLIST + ["email", "phone", "ip", "userId",
                                                                   "anonymousId", "advertisingId"]),
         max_breadcrumbs=20, default_integrations=True,
@@ -104,6 +104,8 @@ class ProblemReporter:
             document = orjson.loads(rejection.raw)
         except orjson.JSONDecodeError:
             return f"<{len(rejection.raw)} bytes that are not JSON>"
+        if isinstance(document, dict) and isinstance(document.get("batch"), list):
+            return f"<a Segment batch of {len(document['batch'])} events, withheld>"
         if isinstance(document, dict) and isinstance(document.get("traits"), dict):
             document["traits"] = SCRUBBED  # Segment identify traits are personal data by definition
         return scrub(document, self.pii.get(rejection.event_type or "", self.context_pii))

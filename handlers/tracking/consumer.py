@@ -5,19 +5,22 @@ Order matters for "nothing lost, nothing duplicated":
 1. **archive** every raw record first (deterministic key: a retry overwrites);
 2. run the pure core; write **rejections to the quarantine** (deterministic key) and report them to
    Sentry, grouped;
-3. **PostgreSQL** (idempotent on messageId) commits before
-4. **Firehose**, the one sink that is not idempotent, which retries only its failed entries.
+3. **PostgreSQL** inserts (idempotent on messageId) inside a transaction that stays open while
+4. **Firehose**, the one sink that is not idempotent, takes the *new* events, retrying only failed entries;
+   then PostgreSQL commits, minus the rows of events Firehose still refused.
 
-A failure in 1–3 fails the whole batch (nothing downstream happened yet, or it is idempotent). A Firehose
+A failure in 1–3 fails the whole batch (nothing downstream happened yet, or it rolls back). A Firehose
 entry that still fails fails only its record; the event source resumes from the lowest failed sequence
-number. Every entry point (Lambda, KCL, the local driver) calls :meth:`Consumer.handle`.
+number, and because its row was not committed the retry delivers it to both sinks — while events that
+did commit are skipped by both (a crash between Firehose's answer and the commit is the one window for a
+warehouse duplicate; the warehouse de-duplicates on messageId). Every entry point (Lambda, KCL, the local driver) calls :meth:`Consumer.handle`.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import orjson
 
@@ -52,6 +55,22 @@ class Consumer:
         self.processor, self.archive, self.quarantine = processor, archive, quarantine
         self.database, self.warehouse, self.reporter = database, warehouse, reporter
 
+    def _to_warehouse(self, events: list, outcome: BatchOutcome, written: Any) -> None:
+        """Firehose after the PostgreSQL insert, before its commit; failed entries are un-inserted."""
+        if self.warehouse is None or not events:
+            return
+        blobs = [orjson.dumps(e.to_document()) + b"\n" for e in events]
+        try:
+            self.warehouse.put(blobs, [e.sequence_number for e in events])
+            outcome.delivered_firehose = len(events)
+        except SinkError as exc:
+            failed = exc.failed_sequence_numbers or frozenset(e.sequence_number for e in events)
+            outcome.delivered_firehose = sum(1 for e in events if e.sequence_number not in failed)
+            outcome.failed_sequence_numbers = failed
+            outcome.error = str(exc)
+            if written is not None:  # retried records must find no row, or they would skip Firehose again
+                written.discard({e.message_id for e in events if e.sequence_number in failed})
+
     def handle(self, records: Sequence[RawRecord]) -> BatchOutcome:
         """Raises SinkError when the whole batch must be retried; partial failures are in the outcome."""
         outcome = BatchOutcome(records=len(records))
@@ -67,24 +86,15 @@ class Consumer:
         if result.rejections:
             outcome.alerts = self.reporter.report(result.rejections)
 
-        if self.database is not None:
-            inserted, already_there = self.database.write(result.events)
-            outcome.delivered_postgres = inserted
-            outcome.duplicates += len(already_there)
-            fresh = set(already_there)
-            events = [e for e in result.events if e.message_id not in fresh]
-        else:
-            events = result.events
-        if self.warehouse is not None and events:
-            blobs = [orjson.dumps(e.to_document()) + b"\n" for e in events]
-            try:
-                self.warehouse.put(blobs, [e.sequence_number for e in events])
-                outcome.delivered_firehose = len(events)
-            except SinkError as exc:
-                failed = exc.failed_sequence_numbers or frozenset(e.sequence_number for e in events)
-                outcome.delivered_firehose = sum(1 for e in events if e.sequence_number not in failed)
-                outcome.failed_sequence_numbers = failed
-                outcome.error = str(exc)
+        if self.database is None:
+            self._to_warehouse(result.events, outcome, None)
+            return outcome
+        with self.database.writing(result.events) as written:
+            outcome.delivered_postgres = written.inserted
+            outcome.duplicates += len(written.already_there)
+            known = set(written.already_there)
+            self._to_warehouse([e for e in result.events if e.message_id not in known], outcome, written)
+            outcome.delivered_postgres -= len(written.discarded)
         return outcome
 
 

@@ -42,7 +42,10 @@ class PostgresServer:
         command = list(args)
         if self.run_as:
             command = ["setpriv", f"--reuid={self.run_as}", f"--regid={self.run_as}", "--init-groups", *command]
-        return subprocess.run(command, check=True, capture_output=True, text=True, cwd="/")
+        done = subprocess.run(command, capture_output=True, text=True, cwd="/")
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(args[:1])} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+        return done
 
     def start(self) -> "PostgresServer":
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -66,7 +69,7 @@ class PostgresServer:
         if (self.data / "postmaster.pid").exists():
             try:
                 self._run(find_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
-            except subprocess.CalledProcessError:
+            except RuntimeError:
                 pass
 
     def __enter__(self) -> "PostgresServer":

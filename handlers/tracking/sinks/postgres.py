@@ -1,5 +1,9 @@
 """PostgreSQL sink (Aurora PostgreSQL in AWS): COPY-speed, idempotent on ``messageId``.
 
+Rows are committed only after Firehose took the same events (see :meth:`PostgresSink.writing`), so a row
+in PostgreSQL also means "sent to the warehouse": a retry skips events PostgreSQL already has in *both*
+sinks, and an app re-sending an event reaches neither twice.
+
 Fast path: ``COPY events FROM STDIN`` straight into the partitioned table inside a savepoint. Only when
 that hits a unique violation (a retried batch, or an app re-sending an event) do we fall back to COPY into
 a temporary staging table followed by ``INSERT … ON CONFLICT DO NOTHING`` — so the common case costs one
@@ -7,8 +11,10 @@ COPY and duplicates are still skipped, and counted. Daily partitions are created
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import orjson
 import psycopg
@@ -20,6 +26,16 @@ from handlers.tracking.errors import SinkError
 COLUMNS = ("message_id", "event_type", "event_time", "received_at", "sent_at", "user_id", "anonymous_id",
            "schema_version", "context", "properties")
 _COLUMN_LIST = sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+
+
+@dataclass
+class Written:
+    inserted: int = 0
+    already_there: list[str] = field(default_factory=list)
+    discarded: set[str] = field(default_factory=set)
+
+    def discard(self, message_ids: set[str]) -> None:
+        self.discarded |= message_ids
 
 
 def event_row(event: Event) -> tuple[Any, ...]:
@@ -51,15 +67,35 @@ class PostgresSink:
             self._conn = None
 
     def write(self, events: Sequence[Event]) -> tuple[int, list[str]]:
-        """Insert the events once. Returns (rows inserted, messageIds that were already there)."""
+        """Insert the events once and commit. Returns (rows inserted, messageIds that were already there)."""
+        with self.writing(events) as written:
+            pass
+        return written.inserted, written.already_there
+
+    @contextmanager
+    def writing(self, events: Sequence[Event]) -> Iterator["Written"]:
+        """Insert inside an open transaction, let the caller deliver elsewhere, then commit.
+
+        The caller may ``discard`` events its other sink could not take: their rows are deleted before the
+        commit, so a retry of those records inserts them again instead of skipping them as duplicates. An
+        exception from the caller rolls everything back.
+        """
+        written = Written()
         if not events:
-            return 0, []
+            yield written
+            return
         try:
             conn = self._connection()
             with conn.transaction():
                 self._ensure_partitions(conn, events)
-                inserted, duplicates = self._copy(conn, events)
-            return inserted, duplicates
+                written.inserted, written.already_there = self._copy(conn, events)
+                yield written
+                if written.discarded:
+                    doomed = [e for e in events if e.message_id in written.discarded]
+                    conn.execute(sql.SQL(
+                        "DELETE FROM {} WHERE (message_id, event_time) IN "
+                        "(SELECT * FROM unnest(%s::text[], %s::timestamptz[]))").format(sql.Identifier(self.table)),
+                        ([e.message_id for e in doomed], [e.timestamp for e in doomed]))
         except psycopg.Error as exc:
             self._partitions.clear()  # a rolled-back transaction may have rolled back partition DDL too
             if self._conn is not None and (self._conn.broken or self._conn.closed):

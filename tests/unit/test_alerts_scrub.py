@@ -1,0 +1,127 @@
+"""Problem reports: personal data is scrubbed from samples, and rejections are grouped into few Sentry events."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import orjson
+import pytest
+import sentry_sdk
+
+from handlers.core.alerts import SCRUBBED, ProblemReporter, init_sentry, read_local_alerts, scrub
+from handlers.tracking.errors import Reason, Rejection
+from handlers.tracking.event_types import load_catalog
+
+pytestmark = pytest.mark.unit
+
+EVENT_TYPES = Path(__file__).resolve().parents[2] / "event_types"
+EMAIL, IP, TRAIT_EMAIL = "alice.pii@example.com", "203.0.113.77", "bob.pii@example.org"
+SECRETS = (EMAIL, IP, TRAIT_EMAIL, "u-secret-1", "anon-secret-2", "DEV-SECRET-3")
+
+
+def signed_up(**properties) -> dict:
+    return {"type": "track", "event": "UserSignedUp", "messageId": "m-1", "userId": "u-secret-1",
+            "anonymousId": "anon-secret-2", "timestamp": "2026-11-26T10:00:00Z",
+            "context": {"ip": IP, "app": {"version": "4.12.0"}, "device": {"id": "DEV-SECRET-3", "model": "Pixel"},
+                        "traits": {"email": TRAIT_EMAIL}},
+            "properties": {"method": "email", "email": EMAIL, "country": "ES", "language": "es", **properties}}
+
+
+def rejection(raw: bytes, *, event_type="UserSignedUp", reason=Reason.MISSING_FIELD, field="properties.language",
+              app_version="4.12.0", seq="1") -> Rejection:
+    return Rejection(reason, field, "required but missing", seq, 0, event_type, app_version, raw)
+
+
+@pytest.fixture(scope="module")
+def reporter():
+    catalog = load_catalog(EVENT_TYPES)
+    return ProblemReporter("test", {n: t.pii_paths for n, t in catalog.types.items()}, catalog.context_pii_paths)
+
+
+def test_scrub_pii_paths_and_identity_replaced_without_mutating_input():
+    document = signed_up()
+    before = copy.deepcopy(document)
+    out = scrub(document, ["properties.email", "context.ip", "context.device.id", "properties.absent",
+                           "context.missing.deep"])
+    assert document == before
+    assert out["properties"]["email"] == out["context"]["ip"] == out["context"]["device"]["id"] == SCRUBBED
+    assert out["userId"] == out["anonymousId"] == SCRUBBED
+    assert out["properties"]["method"] == "email" and out["context"]["device"]["model"] == "Pixel"
+    assert "absent" not in out["properties"] and "missing" not in out["context"]
+
+
+@pytest.mark.parametrize("document", [["a", "list"], "text", 42, None])
+def test_scrub_non_object_returns_placeholder(document):
+    assert scrub(document, ["properties.email"]) == SCRUBBED
+
+
+def test_scrub_null_identity_left_null():
+    assert scrub({"userId": None, "anonymousId": "a-1"}, []) == {"userId": None, "anonymousId": SCRUBBED}
+
+
+def test_sample_user_signed_up_contains_no_personal_data(reporter):
+    sample = reporter.sample(rejection(orjson.dumps(signed_up())))
+    text = orjson.dumps(sample)
+    for secret in SECRETS:
+        assert secret.encode() not in text
+    assert sample["properties"]["country"] == "ES" and sample["context"]["app"]["version"] == "4.12.0"
+
+
+def test_sample_identify_traits_scrubbed(reporter):
+    raw = orjson.dumps({"type": "identify", "userId": "u-secret-1", "traits": {"email": EMAIL}})
+    sample = reporter.sample(rejection(raw, event_type="Identify"))
+    assert sample["traits"] == SCRUBBED and EMAIL.encode() not in orjson.dumps(sample)
+
+
+def test_sample_unknown_event_type_still_scrubs_context(reporter):
+    sample = reporter.sample(rejection(orjson.dumps(signed_up()), event_type="NoSuchType"))
+    assert sample["context"]["ip"] == SCRUBBED and sample["userId"] == SCRUBBED
+
+
+def test_sample_non_json_raw_gives_placeholder_without_bytes(reporter):
+    raw = b"\x1f\x8b not json " + EMAIL.encode()
+    sample = reporter.sample(rejection(raw, event_type=None, reason=Reason.NOT_JSON, field=None))
+    assert sample == f"<{len(raw)} bytes that are not JSON>"
+    assert EMAIL not in sample
+
+
+@pytest.fixture
+def sentry_file(tmp_path):
+    path = tmp_path / "s.jsonl"
+    init_sentry("test", local_path=path)
+    yield path
+    sentry_sdk.get_client().close()
+    sentry_sdk.get_global_scope().set_client(None)
+
+
+def test_report_groups_rejections_into_one_event_per_problem(reporter, sentry_file):
+    rejections = [rejection(orjson.dumps(signed_up(referral_code=f"r{i}")), seq=str(i),
+                            app_version="4.12.0" if i % 5 else "4.13.0") for i in range(50)]
+    rejections += [rejection(orjson.dumps(signed_up()), reason=Reason.NOT_IN_ENUM, field="properties.method",
+                             app_version="4.13.0", seq=f"x{i}") for i in range(3)]
+    assert reporter.report(rejections) == 2
+    sentry_sdk.flush()
+
+    content = sentry_file.read_bytes()
+    assert len(content.splitlines()) == 2
+    for secret in SECRETS:
+        assert secret.encode() not in content
+    issues = read_local_alerts(sentry_file)
+    assert [(issue["events"], issue["count"]) for issue in issues] == [(1, 50), (1, 3)]
+    big, small = issues
+    assert big["fingerprint"] == ["tracking-rejection", "UserSignedUp", "missing_field", "properties.language"]
+    assert dict(big["app_versions"]) == {"4.12.0": 40, "4.13.0": 10}
+    assert big["tags"]["app_version"] == "4.12.0" and big["tags"]["stage"] == "test"
+    assert dict(small["app_versions"]) == {"4.13.0": 3}
+    assert big["sample"]["properties"]["email"] == big["sample"]["context"]["ip"] == SCRUBBED
+    assert small["fingerprint"][2:] == ["not_in_enum", "properties.method"]
+
+
+def test_report_same_problem_other_release_shares_fingerprint(reporter, sentry_file):
+    raw = orjson.dumps(signed_up())
+    reporter.report([rejection(raw, app_version="4.12.0")])
+    reporter.report([rejection(raw, app_version="5.0.0")])
+    sentry_sdk.flush()
+    [issue] = read_local_alerts(sentry_file)
+    assert (issue["events"], issue["count"]) == (2, 2)
+    assert dict(issue["app_versions"]) == {"4.12.0": 1, "5.0.0": 1}

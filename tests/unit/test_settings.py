@@ -1,0 +1,64 @@
+"""Consumer settings: defaults from config/tracking.yaml, durations, and precise errors for bad files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from handlers.tracking.errors import DefinitionError
+from handlers.tracking.settings import Settings, load_settings, parse_duration
+
+pytestmark = pytest.mark.unit
+
+CONFIG = Path(__file__).resolve().parents[2] / "config" / "tracking.yaml"
+
+
+def test_load_settings_shipped_config_equals_defaults(monkeypatch):
+    monkeypatch.delenv("TRACKING_CONFIG", raising=False)
+    settings = load_settings()
+    assert settings == load_settings(CONFIG) == Settings()
+    assert (settings.max_future_seconds, settings.max_past_seconds) == (86400, 30 * 86400)
+
+
+def test_load_settings_env_var_file_overrides_defaults(tmp_path, monkeypatch):
+    path = tmp_path / "stage.yaml"
+    path.write_text("checks: {max_future: 15m}\nlimits: {max_depth: 4}\nsinks: {firehose_backoff_seconds: 0}\n")
+    monkeypatch.setenv("TRACKING_CONFIG", str(path))
+    settings = load_settings()
+    assert (settings.max_future_seconds, settings.max_depth, settings.firehose_backoff_seconds) == (900, 4, 0.0)
+    assert settings.max_past_seconds == Settings().max_past_seconds
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("15m", 900), ("24h", 86400), ("30d", 2592000),
+                                               ("0s", 0)])
+def test_parse_duration_valid_returns_seconds(text, seconds):
+    assert parse_duration(text, "f.yaml", "checks.max_past") == seconds
+
+
+@pytest.mark.parametrize("text", ["", "15", "m", "1.5h", "-3d", "10w", "15 m", "24H", "24h ", None])
+def test_parse_duration_invalid_raises_naming_field(text):
+    with pytest.raises(DefinitionError) as excinfo:
+        parse_duration(text, "f.yaml", "checks.max_past")
+    assert (excinfo.value.filename, excinfo.value.field) == ("f.yaml", "checks.max_past")
+    assert "is not a duration" in excinfo.value.message
+
+
+@pytest.mark.parametrize(("content", "field", "phrase"), [
+    pytest.param("alerts: {sentry: true}\n", "alerts", "unknown section", id="unknown-section"),
+    pytest.param("checks: 5\n", "checks", "unknown section", id="section-not-a-mapping"),
+    pytest.param("limits: {max_dept: 4}\n", "limits.max_dept", "unknown key", id="unknown-key"),
+    pytest.param("checks: {max_future: 2 days}\n", "checks.max_future", "not a duration", id="bad-duration"),
+    pytest.param("checks: {max_past: 30}\n", "checks.max_past", "not a duration", id="duration-without-unit"),
+    pytest.param("limits: {max_depth: 0}\n", "limits.max_depth", "positive integer", id="zero-limit"),
+    pytest.param("limits: {max_depth: true}\n", "limits.max_depth", "positive integer", id="bool-limit"),
+    pytest.param("sinks: {firehose_backoff_seconds: -1}\n", "sinks.firehose_backoff_seconds", "non-negative",
+                 id="negative-backoff"),
+    pytest.param("checks: [\n", None, "cannot read settings", id="invalid-yaml"),
+])
+def test_load_settings_bad_file_raises_naming_field(tmp_path, content, field, phrase):
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    with pytest.raises(DefinitionError) as excinfo:
+        load_settings(path)
+    assert (excinfo.value.filename, excinfo.value.field) == ("bad.yaml", field)
+    assert phrase in excinfo.value.message
