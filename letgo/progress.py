@@ -11,6 +11,7 @@ class Progress:
         self.tty = stream.isatty()
         self.started = self.last = time.monotonic()
         self.done = 0
+        self.shown = -1
 
     def __call__(self, done: int) -> None:
         self.done = done
@@ -18,6 +19,7 @@ class Progress:
         if self.tty or now - self.last >= self.every:
             self.last = now
             self._show(end="\r" if self.tty else "\n")
+            self.shown = done
 
     def _show(self, end: str) -> None:
         elapsed = max(time.monotonic() - self.started, 1e-9)
@@ -27,4 +29,5 @@ class Progress:
         self.stream.flush()
 
     def finish(self) -> None:
-        self._show(end="\n")
+        if self.tty or self.shown != self.done:
+            self._show(end="\n")
