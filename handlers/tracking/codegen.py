@@ -52,7 +52,7 @@ def _fast_condition(b: _Builder, spec: dict[str, Any], v: str) -> str | None:
         if kind == "integer":
             return " and ".join([f"type({v}) is int", *bounds])
         finite = [] if len(bounds) == 2 else [f"_isfinite({v})"]
-        return " and ".join([f"(type({v}) is float or type({v}) is int)", *bounds, *finite])
+        return " and ".join([f"type({v}) is float", *bounds, *finite])  # ints take the slow path: -> float
     if kind == "boolean":
         return f"type({v}) is bool"
     if kind == "enum":

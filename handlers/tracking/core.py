@@ -8,6 +8,9 @@ answer) -> in-batch de-duplication on ``messageId``.
 Every input unit (an event, or a record that never became one) ends in exactly one bucket of the
 returned :class:`BatchResult`: ``events``, ``rejections`` or ``duplicates``. The sinks and the
 conservation report rely on that.
+
+Clean native events first try :mod:`fastpath` (msgspec decodes and validates in C); whatever it does not
+accept takes the generic path described above, which alone decides rejections.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import orjson
 
 from handlers.tracking.errors import Invalid, Reason, Rejection
 from handlers.tracking.event_types import Catalog
+from handlers.tracking.fastpath import FastDecoder, to_builtins
 from handlers.tracking.fields import canonical_timestamp, format_timestamp, sanitise_string
 from handlers.tracking.settings import Settings
 
@@ -87,9 +91,11 @@ class BatchResult:
 class Processor:
     """Holds the compiled catalog and settings; ``process`` is called once per batch."""
 
-    def __init__(self, catalog: Catalog, settings: Settings) -> None:
+    def __init__(self, catalog: Catalog, settings: Settings, *, fast_path: bool = True) -> None:
         self.catalog = catalog
         self.settings = settings
+        self.fast = FastDecoder(catalog, catalog.context_properties, max_message_id=settings.max_message_id_length,
+                                max_user_id=settings.max_user_id_length) if fast_path else None
 
     # -- record level -------------------------------------------------------------------------------
     def process(self, records: Iterable[RawRecord]) -> BatchResult:
@@ -110,6 +116,16 @@ class Processor:
         except (binascii.Error, ValueError):
             raw = record.data.encode("ascii", "replace")
             return self._reject(result, record, 0, Invalid(Reason.NOT_JSON, None, "data is not valid base64"), raw)
+        fast = self.fast
+        if fast is not None and len(data) <= self.settings.max_record_bytes and fast.eligible(data):
+            event = self._fast_event(fast, data, record)
+            if event is not None:
+                if event.message_id in seen:
+                    result.duplicates.append(Duplicate(event.message_id, record.sequence_number))
+                else:
+                    seen.add(event.message_id)
+                    result.events.append(event)
+                return None
         try:
             payload = self.decode(data)
         except Invalid as error:
@@ -198,6 +214,36 @@ class Processor:
         seen.add(event.message_id)
         result.events.append(event)
 
+    def _fast_event(self, fast: FastDecoder, data: bytes, record: RawRecord) -> Event | None:
+        """The fast path's event, or None: then the generic path decides (and explains any rejection)."""
+        envelope = fast.decode(data)
+        if envelope is None or (envelope.userId is None and envelope.anonymousId is None):
+            return None
+        try:
+            timestamp, epoch = canonical_timestamp(envelope.timestamp, "timestamp")
+            self._check_time(timestamp, epoch, record.arrival)
+            sent_at = envelope.sentAt
+            if sent_at is not None:
+                sent_at = canonical_timestamp(sent_at, "sentAt")[0]
+        except Invalid:
+            return None
+        name, version = fast.versions[type(envelope)]
+        context = to_builtins(envelope.context) if envelope.context is not None else {}
+        properties = to_builtins(envelope.properties) if envelope.properties is not None else {}
+        return Event(envelope.messageId, name, version, timestamp, epoch, format_timestamp_epoch(record.arrival),
+                     sent_at, envelope.userId, envelope.anonymousId, context, properties, record.sequence_number)
+
+    def _check_time(self, timestamp: str, epoch: float, arrival: float) -> None:
+        settings = self.settings
+        if epoch > arrival + settings.max_future_seconds:
+            raise Invalid(Reason.TIMESTAMP_IN_FUTURE, "timestamp",
+                          f"{timestamp} is {(epoch - arrival) / 3600:.1f} h after arrival "
+                          f"(limit {settings.max_future_seconds / 3600:g} h)")
+        if epoch < arrival - settings.max_past_seconds:
+            raise Invalid(Reason.TIMESTAMP_TOO_OLD, "timestamp",
+                          f"{timestamp} is {(arrival - epoch) / 86400:.1f} days before arrival "
+                          f"(limit {settings.max_past_seconds / 86400:g} days)")
+
     @staticmethod
     def _type_name(obj: dict[str, Any]) -> str | None:
         kind = obj.get("type")
@@ -259,15 +305,7 @@ class Processor:
             if stamp is None:
                 raise Invalid(Reason.MISSING_FIELD, "timestamp", "every event needs 'timestamp'")
         timestamp, epoch = canonical_timestamp(stamp, "timestamp")
-        arrival = record.arrival
-        if epoch > arrival + settings.max_future_seconds:
-            raise Invalid(Reason.TIMESTAMP_IN_FUTURE, "timestamp",
-                          f"{timestamp} is {(epoch - arrival) / 3600:.1f} h after arrival "
-                          f"(limit {settings.max_future_seconds / 3600:g} h)")
-        if epoch < arrival - settings.max_past_seconds:
-            raise Invalid(Reason.TIMESTAMP_TOO_OLD, "timestamp",
-                          f"{timestamp} is {(arrival - epoch) / 86400:.1f} days before arrival "
-                          f"(limit {settings.max_past_seconds / 86400:g} days)")
+        self._check_time(timestamp, epoch, record.arrival)
         sent_at = obj.get("sentAt")
         if sent_at is not None:
             sent_at = canonical_timestamp(sent_at, "sentAt")[0]
@@ -275,7 +313,7 @@ class Processor:
         context = obj.get("context")
         context = self.catalog.context_check(context) if context is not None else {}
         properties = event_type.check(properties if properties is not None else {})
-        return Event(message_id, kind, event_type.version, timestamp, epoch, format_timestamp_epoch(arrival),
+        return Event(message_id, kind, event_type.version, timestamp, epoch, format_timestamp_epoch(record.arrival),
                      sent_at, user_id, anonymous_id, context, properties, record.sequence_number)
 
     def _identity(self, obj: dict[str, Any], key: str) -> str | None:

@@ -64,6 +64,7 @@ class Catalog:
     context_check: f.Check
     context_pii_paths: frozenset[str]
     max_depth: int
+    context_properties: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def get(self, name: str) -> EventType | None:
         return self.types.get(name)
@@ -266,4 +267,5 @@ def load_catalog(directory: Path, *, max_depth: int = 8, check_lock: bool = True
 
         check_against_lock(types, directory / LOCK_FILE)
     return Catalog(types=types, context_check=context_check,
-                   context_pii_paths=frozenset(pii_paths(spec["properties"])), max_depth=max_depth)
+                   context_pii_paths=frozenset(pii_paths(spec["properties"])), max_depth=max_depth,
+                   context_properties=spec["properties"])

@@ -78,7 +78,7 @@ def number_check(path: str, *, minimum: float | None = None, maximum: float | No
             if not math.isfinite(value):
                 raise Invalid(Reason.NON_FINITE_NUMBER, path, f"{value} is not a finite number")
         elif kind is int:
-            pass
+            value = float(value)  # canonical: every `number` is a float downstream
         elif kind is str:
             try:
                 value = float(value.strip())

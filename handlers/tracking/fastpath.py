@@ -1,0 +1,117 @@
+"""A C-speed fast path for clean events: msgspec decodes *and* validates straight from the bytes.
+
+The generic path (orjson → generated Python checks, see :mod:`codegen`) costs a Python call or two per
+field. Most traffic is native events from our own apps that are already clean, so for each event type
+we also derive msgspec Struct types from the same YAML — a tagged union on ``type`` — and let msgspec
+decode and check types, ranges, lengths, patterns and enums in C.
+
+The fast path only *accepts*. It is tried when the raw bytes make sanitising a no-op — pure ASCII (no
+Unicode to normalise), no backslash (no escaped control characters), no quote next to a space (no string
+to trim, given compact JSON) — and anything it does not accept (a validation error, an undeclared context
+key, a Segment payload, a value needing coercion such as ``"120.50"``) falls back to the generic path,
+which makes the decision and writes the precise error. So both paths accept exactly the same events and
+produce the same canonical output (numbers as floats, fields in declaration order, absent optionals
+omitted); ``tests/unit/test_fastpath.py`` holds them to that.
+"""
+from __future__ import annotations
+
+import keyword
+from typing import Annotated, Any, Literal, Union
+
+import msgspec
+
+from handlers.tracking.event_types import Catalog, EventType
+
+
+class Unsupported(Exception):
+    """The spec uses something the fast path does not model (the type then always takes the generic path)."""
+
+
+def _field_type(spec: dict[str, Any], name: str) -> Any:
+    kind = spec["type"]
+    if kind == "string":
+        meta: dict[str, Any] = {"min_length": spec["min_length"], "max_length": spec["max_length"]}
+        if "pattern" in spec:
+            meta["pattern"] = f"^(?:{spec['pattern']})\\Z"  # msgspec searches; the YAML means a full match
+        return Annotated[str, msgspec.Meta(**meta)]
+    if kind in ("number", "integer"):
+        bounds = {k: spec[src] for k, src in (("ge", "min"), ("le", "max")) if src in spec}
+        base = float if kind == "number" else int
+        return Annotated[base, msgspec.Meta(**bounds)] if bounds else base
+    if kind == "boolean":
+        return bool
+    if kind == "enum":
+        return Literal[tuple(spec["values"])]
+    if kind == "geo_point":
+        return _struct(f"{name}_geo", {"lat": {"type": "number", "min": -90, "max": 90, "required": True},
+                                       "lon": {"type": "number", "min": -180, "max": 180, "required": True}})
+    if kind == "object":
+        return _struct(name, spec["properties"])
+    if kind == "list":
+        return Annotated[list[_field_type(spec["items"], name)],  # type: ignore[misc]
+                         msgspec.Meta(min_length=spec["min_items"], max_length=spec["max_items"])]
+    raise Unsupported(kind)  # timestamps: canonicalisation needs the generic path
+
+
+def _struct(name: str, properties: dict[str, dict[str, Any]], **config: Any) -> type[msgspec.Struct]:
+    fields = []
+    for prop, spec in properties.items():
+        attribute = f"{prop}_" if keyword.iskeyword(prop) else prop
+        kind = _field_type(spec, f"{name}_{prop}")
+        if spec["required"]:
+            fields.append((attribute, kind, msgspec.field(name=prop)))
+        else:
+            fields.append((attribute, Union[kind, None], msgspec.field(name=prop, default=None)))
+    options = {"forbid_unknown_fields": True, "omit_defaults": True, "kw_only": True, **config}
+    return msgspec.defstruct(f"Fast_{name}", fields, **options)
+
+
+def envelope_struct(event_type: EventType, context: type[msgspec.Struct], max_message_id: int,
+                    max_user_id: int) -> type[msgspec.Struct]:
+    properties = _struct(event_type.name, event_type.properties)
+    has_required = any(s["required"] for s in event_type.properties.values())
+    identity = Union[Annotated[str, msgspec.Meta(min_length=1, max_length=max_user_id)], None]
+    fields = [
+        ("messageId", Annotated[str, msgspec.Meta(min_length=1, max_length=max_message_id)]),
+        ("timestamp", str),
+        ("properties", properties) if has_required else ("properties", Union[properties, None], None),
+        ("userId", identity, None),
+        ("anonymousId", identity, None),
+        ("sentAt", Union[str, None], None),
+        ("context", Union[context, None], None),
+    ]
+    return msgspec.defstruct(f"Fast_{event_type.name}_envelope", fields, tag_field="type", tag=event_type.name,
+                             kw_only=True, forbid_unknown_fields=False)
+
+
+class FastDecoder:
+    """Decodes a record's bytes into an envelope Struct, or returns None (then: the generic path)."""
+
+    def __init__(self, catalog: Catalog, context_properties: dict[str, dict[str, Any]], *,
+                 max_message_id: int, max_user_id: int) -> None:
+        context = _struct("context", context_properties)
+        envelopes = []
+        self.versions: dict[type, tuple[str, int]] = {}
+        for event_type in catalog.types.values():
+            try:
+                envelope = envelope_struct(event_type, context, max_message_id, max_user_id)
+            except Unsupported:
+                continue
+            envelopes.append(envelope)
+            self.versions[envelope] = (event_type.name, event_type.version)
+        self._decoder = msgspec.json.Decoder(Union[tuple(envelopes)]) if envelopes else None
+
+    @staticmethod
+    def eligible(data: bytes) -> bool:
+        return data.isascii() and b"\\" not in data and b'" ' not in data and b' "' not in data
+
+    def decode(self, data: bytes) -> Any:
+        if self._decoder is None:
+            return None
+        try:
+            return self._decoder.decode(data)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return None
+
+
+to_builtins = msgspec.to_builtins
