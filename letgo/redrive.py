@@ -37,13 +37,16 @@ def redrive(quarantine: Quarantine, processor: Processor, kinesis: Any, stream: 
             record = RawRecord(line["sequenceNumber"], "redrive", line["raw"], line["arrival"], line["shardId"])
             result = processor.process([record])
             if result.rejections:
-                keep.append(line)
+                current = result.rejections[0]  # today's verdict replaces the old one (the YAML changed)
+                keep.append({**line, "reason": current.reason.value, "field": current.field,
+                             "message": current.message, "eventType": current.event_type})
                 reasons.update(r.reason.value for r in result.rejections)
             else:
                 resend.append((line["sequenceNumber"], base64.b64decode(line["raw"])))
         if resend:
             put_records(kinesis, stream, resend)
             report.redriven += len(resend)
+        if resend or keep != lines:
             quarantine.rewrite(key, keep)
         report.still_invalid += len(keep)
         if progress:

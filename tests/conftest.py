@@ -10,6 +10,8 @@ import pytest
 from handlers.tracking.core import Processor, RawRecord
 from handlers.tracking.event_types import load_catalog
 from handlers.tracking.settings import load_settings
+from letgo.stage import LocalStage
+from tests.stage_kit import empty_stage, private_tmp
 
 REPO = Path(__file__).resolve().parents[1]
 EVENTS = Path(__file__).resolve().parent / "events"
@@ -27,3 +29,18 @@ def processor(catalog):
 
 def record(data: bytes, seq: str = "1", arrival: float | None = None, shard: str = "shardId-000000000000") -> RawRecord:
     return RawRecord(seq, "pk", base64.b64encode(data).decode(), arrival if arrival is not None else time.time(), shard)
+
+
+@pytest.fixture(scope="session")
+def session_stage():
+    """One local stage (real moto server + real PostgreSQL) per test session; stopped even after failures."""
+    with private_tmp() as directory, LocalStage(directory / "stage", shards=2, batch_size=50) as stage:
+        yield stage
+
+
+@pytest.fixture
+def stage(session_stage):
+    yield empty_stage(session_stage)
+    from handlers.tracking import lambda_consumer
+
+    lambda_consumer.reset()

@@ -5,7 +5,10 @@ The MultiLangDaemon (Java, from the KCL jars) owns leases and calls this process
 :class:`Consumer` as the Lambda and **checkpoints only after the sinks succeeded**:
 
 * whole-batch failure (archive, quarantine or PostgreSQL down): retry with backoff; after the last attempt
-  raise, so the daemon restarts the shard from the last checkpoint — nothing is skipped;
+  raise :class:`ShardHalted`. kclpy's ``KCLProcess`` catches ``Exception`` from a processor, prints it and
+  reports the batch as done — the next checkpoint would then silently cover the failed records. So the halt
+  is a ``BaseException``: it ends the process, the MultiLangDaemon restarts the record processor and the
+  lease resumes from the last checkpoint — nothing is skipped;
 * some records failed (Firehose entries): checkpoint just before the lowest failed record and retry
   from there.
 
@@ -23,6 +26,11 @@ from typing import Any, Callable, Sequence
 from handlers.tracking.consumer import BatchOutcome, Consumer
 from handlers.tracking.core import RawRecord
 from handlers.tracking.errors import SinkError
+
+class ShardHalted(BaseException):
+    """The sinks kept failing: stop this record processor *process* so the shard restarts from the last
+    checkpoint. A BaseException on purpose — kclpy swallows ``Exception`` and would move on."""
+
 
 try:  # pragma: no cover - depends on the image
     from amazon_kclpy.v3.processor import RecordProcessorBase as _Base
@@ -65,9 +73,9 @@ class TrackingRecordProcessor(_Base):  # type: ignore[misc,valid-type]
             attempt += 1
             try:
                 outcome = self._consumer.handle(pending)
-            except SinkError:
+            except SinkError as exc:
                 if attempt >= self.max_attempts:
-                    raise  # the daemon restarts this shard from the last checkpoint
+                    raise ShardHalted(f"{self.shard_id}: {exc} (after {attempt} attempts)") from exc
                 self.sleep(self.backoff_seconds * 2 ** (attempt - 1))
                 continue
             self.outcomes.append(outcome)
@@ -79,7 +87,7 @@ class TrackingRecordProcessor(_Base):  # type: ignore[misc,valid-type]
             if position:
                 checkpointer.checkpoint(pending[position - 1].sequence_number)
             if attempt >= self.max_attempts:
-                raise SinkError("firehose", f"records from {lowest} still failing after {attempt} attempts")
+                raise ShardHalted(f"{self.shard_id}: records from {lowest} still failing after {attempt} attempts")
             pending = pending[position:]
             self.sleep(self.backoff_seconds * 2 ** (attempt - 1))
 

@@ -10,6 +10,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 from types import TracebackType
@@ -66,10 +67,16 @@ class PostgresServer:
         return self
 
     def stop(self) -> None:
-        if (self.data / "postmaster.pid").exists():
+        pid_file = self.data / "postmaster.pid"
+        if not pid_file.exists():
+            return
+        try:
+            self._run(find_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "30", "stop")
+        except RuntimeError:
+            # pg_ctl could not do it (e.g. it lost access to the folder): stop the postmaster by its pid
             try:
-                self._run(find_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
-            except RuntimeError:
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
+            except (OSError, ValueError, IndexError):
                 pass
 
     def __enter__(self) -> "PostgresServer":

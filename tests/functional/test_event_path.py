@@ -14,9 +14,7 @@ import pytest
 
 from handlers.core.aws import client
 from handlers.tracking import lambda_consumer
-from letgo.inventory import take_inventory
-from letgo.producer import put_records
-from tests.functional.conftest import pg_message_ids
+from tests.stage_kit import inventory, pg_message_ids, send
 
 pytestmark = pytest.mark.functional
 
@@ -27,16 +25,6 @@ def lead(message_id: str | None = None, **properties) -> bytes:
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         "context": {"app": {"version": "4.12.0"}, "ip": "10.1.2.3"},
         "properties": {"item_id": "it-1", "seller_id": "u-2", "category": "bikes", "channel": "chat", **properties}})
-
-
-def send(stage, payloads) -> None:
-    put_records(client("kinesis"), stage.names.stream, [(f"pk{i}", p) for i, p in enumerate(payloads)])
-
-
-def inventory(stage):
-    return take_inventory(client("s3"), raw_bucket=stage.names.raw_bucket,
-                          quarantine_bucket=stage.names.quarantine_bucket,
-                          processed_bucket=stage.names.processed_bucket, database_url=stage.postgres.dsn)
 
 
 def test_good_and_bad_events_each_end_in_exactly_one_place(stage):
