@@ -331,14 +331,19 @@ class Processor:
         return value or None
 
 
-_arrival_cache: dict[float, str] = {}
+_second_prefix: dict[int, str] = {}
 
 
 def format_timestamp_epoch(epoch: float) -> str:
-    """Arrival times repeat across a batch: memoise their formatting (small, bounded cache)."""
-    text = _arrival_cache.get(epoch)
-    if text is None:
-        if len(_arrival_cache) > 4096:
-            _arrival_cache.clear()
-        text = _arrival_cache[epoch] = format_timestamp(datetime.fromtimestamp(epoch, timezone.utc))
-    return text
+    """Canonical form of an epoch (arrival times): the per-second prefix is formatted once and cached."""
+    second = int(epoch // 1)
+    micros = round((epoch - second) * 1_000_000)  # as datetime.fromtimestamp rounds, then truncate to ms
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    millis = micros // 1000
+    prefix = _second_prefix.get(second)
+    if prefix is None:
+        if len(_second_prefix) > 65536:
+            _second_prefix.clear()
+        prefix = _second_prefix[second] = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{prefix}.{millis:03d}Z"

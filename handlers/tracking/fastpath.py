@@ -5,9 +5,9 @@ field. Most traffic is native events from our own apps that are already clean, s
 we also derive msgspec Struct types from the same YAML — a tagged union on ``type`` — and let msgspec
 decode and check types, ranges, lengths, patterns and enums in C.
 
-The fast path only *accepts*. It is tried when the raw bytes make sanitising a no-op — pure ASCII (no
-Unicode to normalise), no backslash (no escaped control characters), no quote next to a space (no string
-to trim, given compact JSON) — and anything it does not accept (a validation error, an undeclared context
+The fast path only *accepts*. It is tried when the raw bytes make sanitising a no-op — no backslash (no
+escaped control characters), no quote next to a space (no string to trim, given compact JSON), and text
+that is ASCII or already NFC without control characters — and anything it does not accept (a validation error, an undeclared context
 key, a Segment payload, a value needing coercion such as ``"120.50"``) falls back to the generic path,
 which makes the decision and writes the precise error. So both paths accept exactly the same events and
 produce the same canonical output (numbers as floats, fields in declaration order, absent optionals
@@ -16,6 +16,7 @@ omitted); ``tests/unit/test_fastpath.py`` holds them to that.
 from __future__ import annotations
 
 import keyword
+import unicodedata
 from typing import Annotated, Any, Literal, Union
 
 import msgspec
@@ -103,7 +104,16 @@ class FastDecoder:
 
     @staticmethod
     def eligible(data: bytes) -> bool:
-        return data.isascii() and b"\\" not in data and b'" ' not in data and b' "' not in data
+        """True when sanitising could not change any string of this (compact) JSON text."""
+        if b"\\" in data or b'" ' in data or b' "' in data:
+            return False  # escapes (control characters?) or a string that may need trimming
+        if data.isascii():
+            return True
+        try:  # titles in Spanish or Dutch: fine when already NFC and free of control characters
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        return text.isprintable() and unicodedata.is_normalized("NFC", text)
 
     def decode(self, data: bytes) -> Any:
         if self._decoder is None:

@@ -139,3 +139,14 @@ def test_rejection_describes_record_field_and_reason(processor):
     [rejection] = run(processor, lead(properties__price=-5)).rejections
     text = rejection.describe()
     assert "record 1" in text and "properties.price" in text and "out_of_range" in text and "Lead" in text
+
+
+@pytest.mark.parametrize("epoch", [0.0, 1764151200.9996, 1764151200.9999996, 1764151200.123, 1764151200.0004,
+                                   *[1.0e9 + i * 7919.123457 for i in range(200)]])
+def test_arrival_formatting_matches_datetime_formatting(epoch):
+    from datetime import timezone
+
+    from handlers.tracking.core import format_timestamp_epoch
+    from handlers.tracking.fields import format_timestamp
+
+    assert format_timestamp_epoch(epoch) == format_timestamp(datetime.fromtimestamp(epoch, timezone.utc))

@@ -1,0 +1,129 @@
+"""``python -m bench``: run every benchmark, print a table of ratios, write reports/bench-<UTC>.json."""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench import core_bench, pg_bench
+from bench.timing import pin_to_one_core, progress, unpinned
+from bench.workloads import lead_events, traffic_mix
+from handlers.tracking.core import Processor
+from handlers.tracking.event_types import load_catalog
+from handlers.tracking.settings import load_settings
+from letgo import REPO_ROOT
+
+
+def _rate(x: float) -> str:
+    return f"{x:,.0f}/s"
+
+
+def table(report: dict[str, Any]) -> str:
+    head = f"{'benchmark':<30} {'workload':<12} {'candidate':>12} {'baseline':>12} {'ratio':>7} {'goal':>7}  ok"
+    lines = [head, "-" * len(head)]
+    for core in report["event_core"]:
+        v = core["variants"]
+        for label, base in (("core/floor", "floor"), ("core/jsonschema", "jsonschema")):
+            ratio = core["ratios"][label]
+            lines.append(f"{'event core vs ' + base:<30} {core['workload']:<12} "
+                         f"{_rate(v['core']['best_per_second']):>12} {_rate(v[base]['best_per_second']):>12} "
+                         f"{ratio['value']:>7.2f} {'>= ' + format(ratio['goal'], 'g'):>7}  "
+                         f"{'yes' if ratio['value'] >= ratio['goal'] else 'NO'}")
+    pg = report.get("postgres")
+    if pg:
+        v, ratio = pg["variants"], pg["ratios"]["sink/raw_copy"]
+        lines.append(f"{'PostgresSink vs raw COPY':<30} {pg['workload']:<12} "
+                     f"{_rate(v['sink']['best_per_second']):>12} {_rate(v['raw_copy']['best_per_second']):>12} "
+                     f"{ratio['value']:>7.2f} {'>= ' + format(ratio['goal'], 'g'):>7}  "
+                     f"{'yes' if ratio['value'] >= ratio['goal'] else 'NO'}")
+    lines.append("")
+    lines.append("rates: best of the alternating rounds (events/s, rows/s for PostgreSQL); ratio = candidate/baseline")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--events", type=int, default=20_000, help="events per round (core benchmark)")
+    parser.add_argument("--rows", type=int, default=20_000, help="rows per round (PostgreSQL benchmark)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; the best of each is kept")
+    parser.add_argument("--mix-rounds", type=int, default=3,
+                        help="rounds for the secondary traffic-mix workload (jsonschema makes it the slowest)")
+    parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL benchmark")
+    args = parser.parse_args(argv)
+
+    started = time.perf_counter()
+    all_cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    cpu = pin_to_one_core()
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    report: dict[str, Any] = {
+        "started_at": now.isoformat().replace("+00:00", "Z"),
+        "python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine(),
+        "pinned_cpu": cpu, "cpus_available": len(all_cpus) or os.cpu_count(),
+        "method": "each round runs every variant once in a rotated order (gc.collect() before each); "
+                  "figures are the best round; ratios compare candidate and baseline of this run only",
+        "args": vars(args),
+    }
+
+    print(f"bench: {args.rounds} alternating rounds per benchmark, best kept; pinned to CPU {cpu}", flush=True)
+    event_types_dir = REPO_ROOT / "event_types"
+    processor = Processor(load_catalog(event_types_dir), load_settings())
+    validators = core_bench.build_validators(processor, event_types_dir)
+
+    print("[1/2] event core vs base64+orjson floor vs base64+json+jsonschema pipeline", flush=True)
+    progress("building workloads")
+    workloads = [lead_events(args.events, now), traffic_mix(args.events, now)]
+    report["event_core"] = []
+    for workload, rounds in zip(workloads, (args.rounds, args.mix_rounds)):
+        progress(f"workload {workload.name}: {len(workload.records)} records, "
+                 f"{workload.mean_bytes:.0f} bytes/event on average")
+        report["event_core"].append(core_bench.run(workload, processor, validators, rounds))
+
+    if not args.no_postgres:
+        print("[2/2] PostgresSink.write vs raw psycopg COPY (real PostgreSQL server)", flush=True)
+        lead = workloads[0] if args.rows == args.events else lead_events(args.rows, now)
+        events = []
+        for i in range(0, len(lead.records), pg_bench.BATCH):
+            events += processor.process(lead.records[i:i + pg_bench.BATCH]).events
+        from letgo.migrate import migrate
+        from letgo.services.postgres import PostgresServer
+
+        base = REPO_ROOT / ".local" / "bench"
+        base.mkdir(parents=True, exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(prefix="pg-", dir=base))
+        try:
+            with ExitStack() as stack:
+                progress(f"starting PostgreSQL in {workdir.relative_to(REPO_ROOT)}")
+                with unpinned(all_cpus):  # the server is another machine in production: not on our core
+                    server = stack.enter_context(PostgresServer(workdir))
+                migrate(server.dsn)
+                result = pg_bench.run(server.dsn, events, args.rounds)
+                progress("stopping PostgreSQL")
+            report["postgres"] = {"workload": lead.name, "mean_event_bytes": round(lead.mean_bytes, 1), **result}
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    report["elapsed_seconds"] = round(time.perf_counter() - started, 1)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out_dir = REPO_ROOT / "reports"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"bench-{stamp}.json"
+    path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+
+    print()
+    print(table(report))
+    print(f"elapsed {report['elapsed_seconds']} s; report written to {path.relative_to(REPO_ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
