@@ -59,7 +59,7 @@ class Consumer:
         """Firehose after the PostgreSQL insert, before its commit; failed entries are un-inserted."""
         if self.warehouse is None or not events:
             return
-        blobs = [orjson.dumps(e.to_document()) + b"\n" for e in events]
+        blobs = [e.to_json() + b"\n" for e in events]
         try:
             self.warehouse.put(blobs, [e.sequence_number for e in events])
             outcome.delivered_firehose = len(events)

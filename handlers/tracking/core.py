@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
+import msgspec
 import orjson
 
 from handlers.tracking.errors import Invalid, Reason, Rejection
@@ -44,22 +45,40 @@ class RawRecord:
     shard_id: str = "shardId-000000000000"
 
 
-@dataclass(slots=True)
-class Event:
-    """A validated, normalised event ready for the sinks."""
+_json = msgspec.json.Encoder()
 
-    message_id: str
-    type: str
-    version: int
-    timestamp: str  # canonical UTC, ms, 'Z'
-    epoch: float
-    received_at: str
-    sent_at: str | None
-    user_id: str | None
-    anonymous_id: str | None
-    context: dict[str, Any]
-    properties: dict[str, Any]
-    sequence_number: str
+
+class Event:
+    """A validated, normalised event ready for the sinks.
+
+    ``context`` and ``properties`` are plain dicts to readers. Events from the fast path hold msgspec
+    Structs underneath and serialise them directly (no intermediate dicts on the hot path); the dicts
+    are built only if someone reads them.
+    """
+
+    __slots__ = ("message_id", "type", "version", "timestamp", "epoch", "received_at", "sent_at", "user_id",
+                 "anonymous_id", "_context", "_properties", "sequence_number")
+
+    def __init__(self, message_id: str, type: str, version: int, timestamp: str, epoch: float, received_at: str,
+                 sent_at: str | None, user_id: str | None, anonymous_id: str | None, context: Any, properties: Any,
+                 sequence_number: str) -> None:
+        self.message_id, self.type, self.version = message_id, type, version
+        self.timestamp, self.epoch, self.received_at, self.sent_at = timestamp, epoch, received_at, sent_at
+        self.user_id, self.anonymous_id = user_id, anonymous_id
+        self._context, self._properties = context, properties  # dicts, or Structs from the fast path
+        self.sequence_number = sequence_number
+
+    @property
+    def context(self) -> dict[str, Any]:
+        if type(self._context) is not dict:
+            self._context = to_builtins(self._context)
+        return self._context
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        if type(self._properties) is not dict:
+            self._properties = to_builtins(self._properties)
+        return self._properties
 
     def to_document(self) -> dict[str, Any]:
         """The platform's envelope, as written to Firehose / S3 and handed to other systems."""
@@ -67,8 +86,18 @@ class Event:
             "messageId": self.message_id, "type": self.type, "version": self.version,
             "timestamp": self.timestamp, "receivedAt": self.received_at, "sentAt": self.sent_at,
             "userId": self.user_id, "anonymousId": self.anonymous_id,
-            "context": self.context, "properties": self.properties,
+            "context": self._context, "properties": self._properties,
         }
+
+    def to_json(self) -> bytes:
+        """The document as one JSON line's bytes (no newline)."""
+        return _json.encode(self.to_document())
+
+    def context_json(self) -> str:
+        return _json.encode(self._context).decode()
+
+    def properties_json(self) -> str:
+        return _json.encode(self._properties).decode()
 
 
 @dataclass(slots=True)
@@ -228,8 +257,8 @@ class Processor:
         except Invalid:
             return None
         name, version = fast.versions[type(envelope)]
-        context = to_builtins(envelope.context) if envelope.context is not None else {}
-        properties = to_builtins(envelope.properties) if envelope.properties is not None else {}
+        context = envelope.context if envelope.context is not None else {}
+        properties = envelope.properties if envelope.properties is not None else {}
         return Event(envelope.messageId, name, version, timestamp, epoch, format_timestamp_epoch(record.arrival),
                      sent_at, envelope.userId, envelope.anonymousId, context, properties, record.sequence_number)
 

@@ -22,7 +22,7 @@ def both(catalog):
 
 def outcome(processor, records):
     result = processor.process(records)
-    return ([orjson.dumps(e.to_document()) for e in result.events],
+    return ([e.to_json() for e in result.events],
             [(r.sequence_number, r.index, r.reason, r.field, r.message) for r in result.rejections],
             [(d.message_id, d.sequence_number) for d in result.duplicates])
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Iterator, Sequence
 
-import orjson
 import psycopg
 from psycopg import sql
 
@@ -40,8 +39,7 @@ class Written:
 
 def event_row(event: Event) -> tuple[Any, ...]:
     return (event.message_id, event.type, event.timestamp, event.received_at, event.sent_at, event.user_id,
-            event.anonymous_id, event.version, orjson.dumps(event.context).decode(),
-            orjson.dumps(event.properties).decode())
+            event.anonymous_id, event.version, event.context_json(), event.properties_json())
 
 
 def partition_name(day: date) -> str:
