@@ -1,0 +1,1 @@
+"""Deploy-time tooling (never shipped): packaging, humilis launcher, rendering, preview."""

@@ -1,0 +1,97 @@
+"""``make package``: deterministic Lambda deployment packages with Lambda-platform wheels.
+
+humilis's own ``$lambda`` packaging pip-installs with the deploying machine's interpreter and platform and
+zips with a random suffix (HUMILIS.md), so we build the zips ourselves:
+
+* dependencies from ``requirements.txt`` as ``manylinux2014_x86_64`` / cp311 binary wheels (``--only-binary``),
+  minus boto3/botocore which the Lambda runtime provides;
+* our code (``handlers/``) plus the data it reads at start-up (``event_types/``, ``config/``);
+* every entry with a fixed timestamp and permissions, in sorted order — the same inputs give the same bytes,
+  and the file name carries the content hash, so an unchanged package never redeploys a function.
+
+Writes ``dist/<name>-<sha12>.zip`` and ``dist/manifest.json`` (name -> file, sha256).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DIST = REPO / "dist"
+PROVIDED_BY_RUNTIME = {"boto3", "botocore", "s3transfer", "jmespath", "urllib3", "python-dateutil", "six"}
+FIXED_TIME = (2020, 1, 1, 0, 0, 0)
+PACKAGES = {"consumer": {"code": ["handlers"], "data": ["event_types", "config"]}}
+SKIP_PARTS = {"__pycache__", ".pytest_cache"}
+
+
+def lambda_requirements() -> list[str]:
+    wanted = []
+    for line in (REPO / "requirements.txt").read_text().splitlines():
+        spec = line.split("#", 1)[0].strip()
+        name = spec.split("[", 1)[0].split(">", 1)[0].split("=", 1)[0].split("<", 1)[0].strip().lower()
+        if spec and name not in PROVIDED_BY_RUNTIME:
+            wanted.append(spec)
+    return wanted
+
+
+def install_wheels(target: Path, requirements: list[str]) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--target", str(target),
+                    "--platform", "manylinux2014_x86_64", "--implementation", "cp", "--python-version", "3.11",
+                    "--only-binary=:all:", *requirements], check=True)
+    shutil.rmtree(target / "bin", ignore_errors=True)  # console scripts: useless on Lambda, machine-specific
+
+
+def add_tree(archive: zipfile.ZipFile, root: Path, base: Path) -> None:
+    for path in sorted(root.rglob("*")):
+        if path.is_dir() or SKIP_PARTS & set(path.parts) or path.suffix == ".pyc":
+            continue
+        info = zipfile.ZipInfo(str(path.relative_to(base)), date_time=FIXED_TIME)
+        info.external_attr = 0o644 << 16
+        info.compress_type = zipfile.ZIP_DEFLATED
+        archive.writestr(info, path.read_bytes())
+
+
+def build(name: str, out: Path = DIST, site: Path | None = None) -> Path:
+    spec = PACKAGES[name]
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"package-{name}-") as tmp:
+        staging = Path(site) if site else Path(tmp) / "site"
+        if site is None:
+            install_wheels(staging, lambda_requirements())
+        partial = Path(tmp) / f"{name}.zip"
+        with zipfile.ZipFile(partial, "w") as archive:
+            add_tree(archive, staging, staging)
+            for folder in spec["code"] + spec["data"]:
+                add_tree(archive, REPO / folder, REPO)
+        digest = hashlib.sha256(partial.read_bytes()).hexdigest()
+        for old in out.glob(f"{name}-*.zip"):
+            old.unlink()
+        final = out / f"{name}-{digest[:12]}.zip"
+        shutil.move(partial, final)
+    manifest_path = out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest[name] = {"file": final.name, "sha256": digest}
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return final
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", default=sorted(PACKAGES))
+    args = parser.parse_args()
+    for name in args.names:
+        path = build(name)
+        print(f"{path.relative_to(REPO)}  {path.stat().st_size / 1e6:.1f} MB")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+    main()

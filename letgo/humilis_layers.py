@@ -1,0 +1,27 @@
+"""humilis layer plugin: our layers as ``layer_type``s, the way humilis lets other teams reuse layers.
+
+humilis looks up ``layer_type: letgo-<name>`` through the ``humilis.layers`` entry points declared in
+``pyproject.toml``; each returns the folder of one layer under ``layers/``. Our own environment uses the
+same entry points, so what another team installs is exactly what we deploy. Kept free of imports so it
+loads inside humilis's own virtualenv.
+"""
+from pathlib import Path
+
+LAYERS_DIR = Path(__file__).resolve().parents[1] / "layers"
+
+
+def _path(name: str):
+    def layer_path() -> str:
+        return str(LAYERS_DIR / name)
+
+    layer_path.__name__ = name.replace("-", "_")
+    return layer_path
+
+
+vpc = _path("vpc")
+storage = _path("storage")
+kinesis = _path("kinesis")
+aurora = _path("aurora")
+redshift = _path("redshift")
+elasticsearch = _path("elasticsearch")
+api_gateway = _path("api-gateway")
