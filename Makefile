@@ -3,22 +3,26 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+HPY    := .venv-humilis/bin/python
+HSTAMP := .venv-humilis/.installed
+CSTAMP := .venv-checkov/.installed
+STAGE  ?= DEV
 
-.PHONY: run test test-unit test-functional test-e2e bench lint deps clean
+.PHONY: run test test-unit test-functional test-e2e bench lint deps tools package render preview deploy destroy clean
 
 run: deps                     ## the main job: local stage + 20,000 events + conservation report
 	$(PY) -m letgo demo
 
-test: deps                    ## all test tiers (unit, functional, e2e)
+test: deps tools package      ## all test tiers (unit, functional, e2e) incl. the deployment checks
 	$(PY) -m pytest -q
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -q -m unit
 
-test-functional: deps
+test-functional: deps tools package
 	$(PY) -m pytest -q -m functional
 
-test-e2e: deps
+test-e2e: deps tools package
 	$(PY) -m pytest -q -m e2e
 
 bench: deps                   ## performance ratios against baselines measured in the same run
@@ -30,6 +34,36 @@ lint: $(STAMP)
 deps: $(STAMP)
 	@scripts/ensure-system-deps
 
+tools: $(HSTAMP) $(CSTAMP)       ## humilis and checkov, each in its own virtualenv (their pins clash with ours)
+
+package: $(STAMP)             ## deterministic Lambda zips in dist/ (Lambda-platform wheels)
+	$(PY) deploy/package.py
+
+render: $(HSTAMP)             ## every layer rendered for STAGE, without AWS
+	$(HPY) deploy/humilis_run.py render --stage $(STAGE)
+
+preview: package $(HSTAMP)    ## what `make deploy` would change in STAGE (change sets; applies nothing)
+	$(HPY) deploy/humilis_run.py preview --stage $(STAGE)
+
+deploy: package $(HSTAMP)     ## create or update every layer of STAGE (humilis update)
+	$(HPY) deploy/humilis_run.py update --stage $(STAGE) --output build/outputs-$(STAGE).yaml
+
+destroy: $(HSTAMP)            ## delete every layer of STAGE, in reverse order
+	$(HPY) deploy/humilis_run.py delete --stage $(STAGE)
+
+$(HSTAMP): requirements-humilis.txt pyproject.toml
+	$(PYTHON) -m venv .venv-humilis
+	$(HPY) -m pip install -q --upgrade pip
+	$(HPY) -m pip install -q -r requirements-humilis.txt
+	$(HPY) -m pip install -q --no-deps -e .
+	@touch $(HSTAMP)
+
+$(CSTAMP): requirements-checkov.txt
+	$(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/python -m pip install -q --upgrade pip
+	.venv-checkov/bin/python -m pip install -q -r requirements-checkov.txt
+	@touch $(CSTAMP)
+
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
@@ -39,4 +73,4 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) .local reports
+	rm -rf $(VENV) .venv-humilis .venv-checkov .local reports build dist

@@ -141,16 +141,16 @@ def speed_up_polling() -> None:
     humilis.layer.time = QuickTime
 
 
-def environment(stage: str):
+def environment(stage: str, parameters: Path = PARAMETERS):
     from humilis.environment import Environment
 
-    return Environment(str(ENVIRONMENT), stage=stage, parameters=str(PARAMETERS))
+    return Environment(str(ENVIRONMENT), stage=stage, parameters=str(parameters))
 
 
-def render(stage: str, out: Path) -> list[Path]:
+def render(stage: str, out: Path, parameters: Path = PARAMETERS) -> list[Path]:
     prepare(stage, FAKE_ACCOUNT)
     stub_for_render(stage)
-    env = environment(stage)
+    env = environment(stage, parameters)
     target = out / stage.upper()
     target.mkdir(parents=True, exist_ok=True)
     written = []
@@ -161,12 +161,12 @@ def render(stage: str, out: Path) -> list[Path]:
     return written
 
 
-def preview(stage: str) -> int:
+def preview(stage: str, parameters: Path = PARAMETERS) -> int:
     """One change set per layer against what is deployed; print it; delete it. Changes nothing."""
     import boto3
 
     cf = boto3.client("cloudformation", region_name=region())
-    env = environment(stage)
+    env = environment(stage, parameters)
     changed = 0
     for layer in env.layers:
         exists = layer.in_cf
@@ -198,11 +198,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", required=True)
     parser.add_argument("--out", default=str(REPO / "build" / "rendered"))
     parser.add_argument("--output", help="write the environment outputs to this YAML file (create/update)")
+    parser.add_argument("--parameters", default=str(PARAMETERS), help="per-stage parameters (YAML)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.action == "render" else logging.INFO, format="%(message)s")
+    args.parameters = Path(args.parameters).resolve()  # before prepare() changes the working folder
+    args.out = Path(args.out).resolve()
+    args.output = args.output and str(Path(args.output).resolve())
+    quiet = args.action == "render"
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
+    for name in ("humilis", "boto3facade", "keyring"):
+        logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.INFO)
 
     if args.action == "render":
-        for path in render(args.stage, Path(args.out).resolve()):
+        for path in render(args.stage, args.out, args.parameters):
             print(path)
         return 0
 
@@ -213,13 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.action != "delete":
         bootstrap_bucket(deploy_bucket(account, args.stage))
     if args.action == "preview":
-        print(f"{preview(args.stage)} change(s) in total; nothing was applied")
+        print(f"{preview(args.stage, args.parameters)} change(s) in total; nothing was applied")
         return 0
-    env = environment(args.stage)
+    env = environment(args.stage, args.parameters)
     if args.action == "delete":
         env.delete()
     else:
-        env.create(output_file=args.output and str(Path(args.output).resolve()), update=args.action == "update")
+        env.create(output_file=args.output, update=args.action == "update")
     return 0
 
 

@@ -118,20 +118,38 @@ class ConsumerConfig:
             raise RuntimeError(f"consumer misconfigured: set {', '.join(missing)}")
         return cls(stage=env.get("STAGE", "local"), raw_bucket=env["RAW_BUCKET"],
                    quarantine_bucket=env["QUARANTINE_BUCKET"], firehose_stream=env.get("FIREHOSE_STREAM") or None,
-                   database_url=env.get("DATABASE_URL") or _database_url_from_secret(env.get("DATABASE_SECRET_ARN")),
+                   database_url=env.get("DATABASE_URL") or _database_url_from_secret(env.get("DATABASE_SECRET_ARN"), env),
                    event_types_dir=Path(env.get("EVENT_TYPES_DIR") or PACKAGE_ROOT / "event_types"),
                    settings=load_settings(Path(env["TRACKING_CONFIG"]) if env.get("TRACKING_CONFIG") else None))
 
 
-def _database_url_from_secret(secret_arn: str | None) -> str | None:
-    """Aurora credentials live in Secrets Manager (RDS-managed secret); never in the template."""
+def _database_url_from_secret(secret_arn: str | None, env: dict[str, str] | None = None) -> str | None:
+    """Aurora's credentials live in its RDS-managed secret (username, password) — never in a template.
+
+    The endpoint comes from the environment (DATABASE_HOST / DATABASE_PORT / DATABASE_NAME, outputs of the
+    aurora layer); the secret's own ``host`` / ``port`` / ``dbname`` win when present.
+    """
     if not secret_arn:
         return None
+    from urllib.parse import quote
+
     from handlers.core.aws import client
 
+    env = os.environ if env is None else env
     secret = orjson.loads(client("secretsmanager").get_secret_value(SecretId=secret_arn)["SecretString"])
-    return (f"postgresql://{secret['username']}:{secret['password']}@{secret['host']}:{secret.get('port', 5432)}"
-            f"/{secret.get('dbname', 'events')}?sslmode=require")
+    host = secret.get("host") or env.get("DATABASE_HOST")
+    port = secret.get("port") or env.get("DATABASE_PORT") or 5432
+    name = secret.get("dbname") or env.get("DATABASE_NAME") or "events"
+    if not host:
+        raise RuntimeError("consumer misconfigured: DATABASE_SECRET_ARN is set but DATABASE_HOST is not")
+    return (f"postgresql://{quote(secret['username'], safe='')}:{quote(secret['password'], safe='')}"
+            f"@{host}:{port}/{name}?sslmode=require")
+
+
+def secret_string(secret_arn: str) -> str:
+    from handlers.core.aws import client
+
+    return client("secretsmanager").get_secret_value(SecretId=secret_arn)["SecretString"]
 
 
 def build_consumer(config: ConsumerConfig, catalog: Catalog | None = None) -> Consumer:

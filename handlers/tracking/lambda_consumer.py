@@ -8,6 +8,7 @@ bisects) the batch; partial failures are returned with ``ReportBatchItemFailures
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -15,7 +16,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes import KinesisStreamEvent
 
 from handlers.core.alerts import init_sentry
-from handlers.tracking.consumer import BatchOutcome, Consumer, ConsumerConfig, build_consumer
+from handlers.tracking.consumer import BatchOutcome, Consumer, ConsumerConfig, build_consumer, secret_string
 from handlers.tracking.core import RawRecord
 
 logger = Logger(service="tracking-consumer")
@@ -41,7 +42,8 @@ def get_consumer() -> Consumer:
     global _consumer
     if _consumer is None:  # once per container: YAML validated here, a broken file fails the cold start
         config = ConsumerConfig.from_environment()
-        init_sentry(config.stage)
+        dsn_secret = os.environ.get("SENTRY_DSN_SECRET_ARN")
+        init_sentry(config.stage, dsn=secret_string(dsn_secret) if dsn_secret else None)
         _consumer = build_consumer(config)
     return _consumer
 
