@@ -9,7 +9,7 @@ to plain ``humilis``:
 * ``render``: every layer compiled for a stage without AWS — STS and cross-layer references are stubbed with
   well-formed placeholders, ``$lambda`` points at the packaged zip without uploading it;
 * ``preview``: a change set per layer, printed, then deleted — humilis itself has no preview;
-* ``LETGO_CONSUMER_ZIP`` from ``dist/manifest.json`` (``make package``), read by the environment file;
+* ``LETGO_<NAME>_ZIP`` from ``dist/manifest.json`` (``make package``), read by the environment file;
 * against moto (``AWS_ENDPOINT_URL`` set) humilis's 5-second polling is shortened.
 """
 from __future__ import annotations
@@ -47,8 +47,9 @@ def prepare(stage: str, account: str) -> None:
         f"aws_region = {region()}\nbucket = {deploy_bucket(account, stage)}\ns3prefix = humilis/\n")
     os.chdir(work)
     manifest = REPO / "dist" / "manifest.json"
-    if manifest.exists():
-        os.environ["LETGO_CONSUMER_ZIP"] = str(REPO / "dist" / json.loads(manifest.read_text())["consumer"]["file"])
+    if manifest.exists():  # LETGO_<NAME>_ZIP for every package: the environment file passes them to layers
+        for name, built in json.loads(manifest.read_text()).items():
+            os.environ[f"LETGO_{name.upper()}_ZIP"] = str(REPO / "dist" / built["file"])
 
 
 def caller_account() -> str:
@@ -87,6 +88,7 @@ PLACEHOLDERS = [  # (suffix of an output name, value); the first match wins
     ("SubnetIds", "subnet-0123456789abcdef0,subnet-0fedcba9876543210"),
     ("SecurityGroupId", "sg-0123456789abcdef0"),
     ("VpcId", "vpc-0123456789abcdef0"),
+    ("VpcCidr", "10.40.0.0/16"),
     ("TopicArn", "arn:aws:sns:{region}:{account}:letgo-placeholder-{stage}"),
     ("QueueArn", "arn:aws:sqs:{region}:{account}:letgo-placeholder-{stage}"),
     ("Endpoint", "placeholder.{region}.example.internal"),

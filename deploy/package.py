@@ -28,7 +28,11 @@ REPO = Path(__file__).resolve().parents[1]
 DIST = REPO / "dist"
 PROVIDED_BY_RUNTIME = {"boto3", "botocore", "s3transfer", "jmespath", "urllib3", "python-dateutil", "six"}
 FIXED_TIME = (2020, 1, 1, 0, 0, 0)
-PACKAGES = {"consumer": {"code": ["handlers"], "data": ["event_types", "config"]}}
+PACKAGES = {
+    "consumer": {"code": ["handlers"], "data": ["event_types", "config"]},
+    # stdlib + the runtime's boto3 only: no wheels, just the modules it imports
+    "authorizer": {"code": ["handlers/__init__.py", "handlers/collector"], "data": [], "requirements": False},
+}
 SKIP_PARTS = {"__pycache__", ".pytest_cache"}
 
 
@@ -50,7 +54,8 @@ def install_wheels(target: Path, requirements: list[str]) -> None:
 
 
 def add_tree(archive: zipfile.ZipFile, root: Path, base: Path) -> None:
-    for path in sorted(root.rglob("*")):
+    """A folder (recursively) or a single file, stored under its path relative to ``base``."""
+    for path in [root] if root.is_file() else sorted(root.rglob("*")):
         if path.is_dir() or SKIP_PARTS & set(path.parts) or path.suffix == ".pyc":
             continue
         info = zipfile.ZipInfo(str(path.relative_to(base)), date_time=FIXED_TIME)
@@ -64,11 +69,13 @@ def build(name: str, out: Path = DIST, site: Path | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"package-{name}-") as tmp:
         staging = Path(site) if site else Path(tmp) / "site"
-        if site is None:
+        with_requirements = spec.get("requirements", True)  # False: a package of our code only
+        if site is None and with_requirements:
             install_wheels(staging, lambda_requirements())
         partial = Path(tmp) / f"{name}.zip"
         with zipfile.ZipFile(partial, "w") as archive:
-            add_tree(archive, staging, staging)
+            if with_requirements:
+                add_tree(archive, staging, staging)
             for folder in spec["code"] + spec["data"]:
                 add_tree(archive, REPO / folder, REPO)
         digest = hashlib.sha256(partial.read_bytes()).hexdigest()

@@ -11,8 +11,9 @@ REPO = Path(__file__).resolve().parents[1]
 HUMILIS_PY = REPO / ".venv-humilis" / "bin" / "python"
 CHECKOV = REPO / ".venv-checkov" / "bin" / "checkov"
 STAGES = ("LOCAL", "DEV", "PROD")
-LAYERS = ("storage", "vpc", "aurora", "kinesis")  # environments/letgo.yaml.j2, in order
-DISABLED = {"LOCAL": {"aurora"}}  # moto's CloudFormation does not model RDS clusters
+LAYERS = ("storage", "vpc", "aurora", "kinesis", "elasticsearch", "redshift", "api-gateway")  # in order
+# moto's CloudFormation models neither RDS clusters nor OpenSearch domains, nor Redshift's managed password
+DISABLED = {"LOCAL": {"aurora", "elasticsearch", "redshift"}}
 
 
 def humilis(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess[str]:
