@@ -1,7 +1,7 @@
 """``letgo`` — one CLI for the platform's everyday jobs.
 
     letgo demo [--events N]            the main job (make run): local stage, traffic, report
-    letgo stage up                     run the local stage (collector + consumer) until Ctrl-C
+    letgo stage up | down              run the local stage (collector + consumer) until Ctrl-C / `down`
     letgo events validate FILE         say, for each invalid event in FILE, which field is wrong and why
     letgo events send FILE             put the events of FILE on a stream (the running local stage by default)
     letgo quarantine redrive           re-drive quarantined events after an event type was fixed
@@ -178,6 +178,26 @@ def cmd_stage_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stage_down(args: argparse.Namespace) -> int:
+    if not STAGE_FILE.exists():
+        print("no local stage is running")
+        return 0
+    pid = orjson.loads(STAGE_FILE.read_bytes())["pid"]
+    try:
+        os.kill(pid, signal.SIGTERM)  # `stage up` stops moto and PostgreSQL on the way out
+    except ProcessLookupError:
+        STAGE_FILE.unlink(missing_ok=True)
+        print(f"the stage process {pid} was already gone; cleaned up")
+        return 0
+    for _ in range(300):
+        if not STAGE_FILE.exists():
+            print("local stage stopped")
+            return 0
+        time.sleep(0.1)
+    print(f"the stage process {pid} did not stop within 30 s", file=sys.stderr)
+    return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="letgo", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -187,9 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     stage = sub.add_parser("stage", help="the local stage")
-    stage.add_argument("action", choices=["up"])
+    stage.add_argument("action", choices=["up", "down"])
     stage.add_argument("--write-key", default="local-write-key")
-    stage.set_defaults(func=cmd_stage_up)
+    stage.set_defaults(func=lambda a: cmd_stage_up(a) if a.action == "up" else cmd_stage_down(a))
 
     events = sub.add_parser("events", help="validate or send a file of events (JSON lines or a JSON array)")
     events.add_argument("action", choices=["validate", "send"])
