@@ -7,7 +7,7 @@ decode and check types, ranges, lengths, patterns and enums in C.
 
 The fast path only *accepts*. It is tried when the raw bytes make sanitising a no-op — no backslash (no
 escaped control characters), no quote next to a space (no string to trim, given compact JSON), and text
-that is ASCII or already NFC without control characters — and anything it does not accept (a validation error, an undeclared context
+that is ASCII or Latin letters (precomposed, so already NFC) — and anything it does not accept (a validation error, an undeclared context
 key, a Segment payload, a value needing coercion such as ``"120.50"``) falls back to the generic path,
 which makes the decision and writes the precise error. So both paths accept exactly the same events and
 produce the same canonical output (numbers as floats, fields in declaration order, absent optionals
@@ -16,12 +16,17 @@ omitted); ``tests/unit/test_fastpath.py`` holds them to that.
 from __future__ import annotations
 
 import keyword
-import unicodedata
+import re
 from typing import Annotated, Any, Literal, Union
 
 import msgspec
 
 from handlers.tracking.event_types import Catalog, EventType
+
+
+_PLAIN_ASCII = bytes(b for b in range(0x20, 0x7F) if b != ord("\\"))
+_LATIN_BYTES = bytes([0xC2, 0xC3, 0xC4, 0xC5, *range(0x80, 0xC0)])
+_C1_OR_NBSP = re.compile(rb"\xc2[\x80-\xa0]")
 
 
 class Unsupported(Exception):
@@ -104,16 +109,19 @@ class FastDecoder:
 
     @staticmethod
     def eligible(data: bytes) -> bool:
-        """True when sanitising could not change any string of this (compact) JSON text."""
-        if b"\\" in data or b'" ' in data or b' "' in data:
-            return False  # escapes (control characters?) or a string that may need trimming
-        if data.isascii():
+        """True when sanitising could not change any string of this (compact) JSON text.
+
+        Byte-level and C-speed: deleting every printable ASCII byte but the backslash leaves what needs a
+        look. Nothing left: plain ASCII. Otherwise only Latin-1 Supplement / Latin Extended-A letters pass
+        (UTF-8 lead bytes C3-C5, or C2 above NBSP, plus continuation bytes): precomposed, hence already NFC,
+        neither control characters nor spaces. Anything else (escapes, other scripts) takes the generic path.
+        """
+        if b'" ' in data or b' "' in data:
+            return False  # a string that may need trimming (compact JSON has no other quote-space pair)
+        rest = data.translate(None, _PLAIN_ASCII)
+        if not rest:
             return True
-        try:  # titles in Spanish or Dutch: fine when already NFC and free of control characters
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            return False
-        return text.isprintable() and unicodedata.is_normalized("NFC", text)
+        return not rest.translate(None, _LATIN_BYTES) and _C1_OR_NBSP.search(rest) is None
 
     def decode(self, data: bytes) -> Any:
         if self._decoder is None:
