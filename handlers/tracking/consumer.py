@@ -118,12 +118,12 @@ class ConsumerConfig:
             raise RuntimeError(f"consumer misconfigured: set {', '.join(missing)}")
         return cls(stage=env.get("STAGE", "local"), raw_bucket=env["RAW_BUCKET"],
                    quarantine_bucket=env["QUARANTINE_BUCKET"], firehose_stream=env.get("FIREHOSE_STREAM") or None,
-                   database_url=env.get("DATABASE_URL") or _database_url_from_secret(env.get("DATABASE_SECRET_ARN"), env),
+                   database_url=env.get("DATABASE_URL") or database_url_from_secret(env.get("DATABASE_SECRET_ARN"), env),
                    event_types_dir=Path(env.get("EVENT_TYPES_DIR") or PACKAGE_ROOT / "event_types"),
                    settings=load_settings(Path(env["TRACKING_CONFIG"]) if env.get("TRACKING_CONFIG") else None))
 
 
-def _database_url_from_secret(secret_arn: str | None, env: dict[str, str] | None = None) -> str | None:
+def database_url_from_secret(secret_arn: str | None, env: dict[str, str] | None = None) -> str | None:
     """Aurora's credentials live in its RDS-managed secret (username, password) — never in a template.
 
     The endpoint comes from the environment (DATABASE_HOST / DATABASE_PORT / DATABASE_NAME, outputs of the

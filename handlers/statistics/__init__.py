@@ -1,0 +1,1 @@
+"""Real-time statistics: YAML metric definitions aggregated over Lambda tumbling windows of the event stream."""
