@@ -117,6 +117,10 @@ class TumblingWindowMapping(EventSourceMapping):
     def __exit__(self, *exc: Any) -> None:
         self.flush()
 
+    def feed(self, shard: str, records: list[dict[str, Any]]) -> None:
+        """Deliver records that come from elsewhere than GetRecords (the raw archive, in a replay)."""
+        self._deliver(shard, records)
+
     # -- windows ----------------------------------------------------------------------------------------
     def window_start(self, record: dict[str, Any]) -> int:
         arrival = record["ApproximateArrivalTimestamp"].timestamp()
