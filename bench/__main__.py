@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from bench import core_bench, pg_bench
+from bench import core_bench, pg_bench, statistics_bench
 from bench.timing import pin_to_one_core, progress, unpinned
 from bench.workloads import lead_events, traffic_mix
 from handlers.tracking.core import Processor
@@ -39,6 +39,13 @@ def table(report: dict[str, Any]) -> str:
                          f"{_rate(v['core']['best_per_second']):>12} {_rate(v[base]['best_per_second']):>12} "
                          f"{ratio['value']:>7.2f} {'>= ' + format(ratio['goal'], 'g'):>7}  "
                          f"{'yes' if ratio['value'] >= ratio['goal'] else 'NO'}")
+    stats = report.get("statistics")
+    if stats:
+        v, ratio = stats["variants"], stats["ratios"]["aggregate/floor"]
+        lines.append(f"{'aggregation vs core floor':<30} {stats['workload']:<12} "
+                     f"{_rate(v['aggregate']['best_per_second']):>12} {_rate(v['floor']['best_per_second']):>12} "
+                     f"{ratio['value']:>7.2f} {'>= ' + format(ratio['goal'], 'g'):>7}  "
+                     f"{'yes' if ratio['value'] >= ratio['goal'] else 'NO'}")
     pg = report.get("postgres")
     if pg:
         v, ratio = pg["variants"], pg["ratios"]["sink/raw_copy"]
@@ -79,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     processor = Processor(load_catalog(event_types_dir), load_settings())
     validators = core_bench.build_validators(processor, event_types_dir)
 
-    print("[1/2] event core vs base64+orjson floor vs base64+json+jsonschema pipeline", flush=True)
+    print("[1/3] event core vs base64+orjson floor vs base64+json+jsonschema pipeline", flush=True)
     progress("building workloads")
     workloads = [lead_events(args.events, now), traffic_mix(args.events, now)]
     report["event_core"] = []
@@ -88,8 +95,11 @@ def main(argv: list[str] | None = None) -> int:
                  f"{workload.mean_bytes:.0f} bytes/event on average")
         report["event_core"].append(core_bench.run(workload, processor, validators, rounds))
 
+    print("[2/3] windowed aggregation (all shipped metrics) vs the same floor", flush=True)
+    report["statistics"] = statistics_bench.run(workloads[1], processor, args.rounds)
+
     if not args.no_postgres:
-        print("[2/2] PostgresSink.write vs raw psycopg COPY (real PostgreSQL server)", flush=True)
+        print("[3/3] PostgresSink.write vs raw psycopg COPY (real PostgreSQL server)", flush=True)
         lead = workloads[0] if args.rows == args.events else lead_events(args.rows, now)
         events = []
         for i in range(0, len(lead.records), pg_bench.BATCH):

@@ -8,6 +8,9 @@
     letgo alerts [--path P]            list locally stored Sentry issues, grouped for triage
     letgo types lock | check           record / check event-type versions (additive vs breaking changes)
     letgo db migrate --dsn DSN         apply PostgreSQL migrations
+    letgo metrics show NAME [--last N] a metric's last windows as a table (the running local stage by default)
+    letgo metrics chart NAME [--out P] the same windows as a PNG chart (default under reports/)
+    letgo metrics replay --since T     stop statistics, delete windows from T, recompute from T, restart
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import os
 import signal
 import sys
 import time
+from datetime import timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -25,6 +29,7 @@ import orjson
 from letgo import REPO_ROOT
 
 STAGE_FILE = REPO_ROOT / ".local" / "stage.json"
+CONTROL_FILE = REPO_ROOT / ".local" / "statistics-control.json"  # `stage up` <-> `metrics replay`
 
 
 def _events_from_file(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -138,6 +143,71 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _metrics_dsn(args: argparse.Namespace) -> str:
+    if args.dsn:
+        return args.dsn
+    if not STAGE_FILE.exists():
+        raise SystemExit("no local stage is running: start one with `letgo stage up` (or pass --dsn)")
+    return _stage_info()["env"]["DATABASE_URL"]
+
+
+def _format_value(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:,.2f}"
+    return f"{int(value):,}"
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from handlers.statistics.definitions import load_metrics
+    from handlers.statistics.sink import MetricSink
+    from handlers.tracking.event_types import load_catalog
+    from letgo.metrics_view import dims_label, render_chart, window_rows
+
+    if args.action == "replay":
+        if not args.since:
+            print("error: replay needs --since", file=sys.stderr)
+            return 2
+        if args.mapping_uuid and not args.dsn:
+            print("error: replay on AWS needs --dsn (the metrics database)", file=sys.stderr)
+            return 2
+        return cmd_metrics_replay(args)
+    metrics = load_metrics(Path(args.metrics_dir), load_catalog(Path(args.event_types)))
+    metric = metrics.get(args.name)
+    if metric is None:
+        print(f"error: no metric named {args.name!r}; known: {', '.join(m.name for m in metrics.metrics)}",
+              file=sys.stderr)
+        return 2
+    rows = window_rows(metric, MetricSink(_metrics_dsn(args)).last_windows(metric.name, args.last))
+    if args.action == "chart":
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        out = Path(args.out) if args.out else REPO_ROOT / "reports" / f"metric-{metric.name}-{stamp}.png"
+        print(render_chart(metric, rows, out))
+        return 0
+    if not rows:
+        print(f"{metric.name}: no windows yet")
+        return 0
+    value_column = metric.aggregation  # the metric_values view names its columns after the aggregations
+    table = [(row["window_start"].astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ"), dims_label(row["dims"]),
+              _format_value(row[value_column])) for row in rows]
+    header = ("window start (UTC)", "dims", metric.aggregation)
+    widths = [max(len(cells[i]) for cells in (header, *table)) for i in range(3)]
+    print(f"{metric.name} v{metric.version}: {metric.description}")
+    for cells in (header, tuple("-" * w for w in widths), *table):
+        print(f"{cells[0]:<{widths[0]}}  {cells[1]:<{widths[1]}}  {cells[2]:>{widths[2]}}")
+    return 0
+
+
+def _last_windows(raw: str) -> int:
+    from letgo.metrics_view import parse_last
+
+    try:
+        return parse_last(raw)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from letgo.demo import run_demo
 
@@ -145,12 +215,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if report["ok"] else 1
 
 
+def _control(**update: Any) -> dict[str, Any]:
+    current = orjson.loads(CONTROL_FILE.read_bytes()) if CONTROL_FILE.exists() else {}
+    if update:
+        current.update(update)
+        CONTROL_FILE.write_bytes(orjson.dumps(current))
+    return current
+
+
 def cmd_stage_up(args: argparse.Namespace) -> int:
     from handlers.core.aws import client
+    from handlers.statistics.lambda_statistics import build_handler
     from letgo.collector import Collector
     from letgo.stage import LocalStage
+    from letgo.windows import TumblingWindowMapping
 
     stop = False
+    requests: list[str] = []
 
     def on_signal(*_: Any) -> None:
         nonlocal stop
@@ -158,23 +239,107 @@ def cmd_stage_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGUSR1, lambda *_: requests.append("pause"))   # `letgo metrics replay`, step 1
+    signal.signal(signal.SIGUSR2, lambda *_: requests.append("resume"))  # ... and step 4
     with LocalStage(REPO_ROOT / ".local" / "stage", say=print) as stage, \
             Collector(client("kinesis"), stage.names.stream, {args.write_key}) as collector:
+        statistics = build_handler({"DATABASE_URL": stage.postgres.dsn})
+
+        def windows(position: str, at: float | None = None) -> TumblingWindowMapping:
+            mapping = TumblingWindowMapping(client("kinesis"), stage.names.stream, statistics.handle,
+                                            window_seconds=statistics.metrics.stream_window_seconds, clock=time.time)
+            mapping.start(position, at)
+            return mapping
+
+        stats: TumblingWindowMapping | None = windows("TRIM_HORIZON")
         keys = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
                 "AWS_DEFAULT_REGION", "RAW_BUCKET", "QUARANTINE_BUCKET", "FIREHOSE_STREAM", "DATABASE_URL",
                 "SENTRY_LOCAL_PATH", "STAGE")
         STAGE_FILE.write_bytes(orjson.dumps({"pid": os.getpid(), "stream": stage.names.stream,
                                              "collector": collector.url, "env": {k: os.environ[k] for k in keys}}))
+        _control(statistics="running", resume_at=None)
         print(f"collector (Segment-compatible): {collector.url}/v1/batch  write key: {args.write_key}")
         print(f"PostgreSQL: {stage.postgres.dsn}")
-        print("consuming; Ctrl-C stops the stage")
+        print("consuming events and statistics; Ctrl-C (or `letgo stage down`) stops the stage")
         try:
             assert stage.mapping is not None
             while not stop:
-                if stage.mapping.poll() == 0:
+                while requests:
+                    if requests.pop(0) == "pause" and stats is not None:
+                        stats.flush()
+                        stats = None
+                        _control(statistics="paused")
+                    elif stats is None:
+                        stats = windows("AT_TIMESTAMP", _control()["resume_at"])
+                        _control(statistics="running")
+                handled = stage.mapping.poll() + (stats.poll() if stats is not None else 0)
+                if handled == 0:
                     time.sleep(0.5)
+            if stats is not None:
+                stats.flush()
         finally:
             STAGE_FILE.unlink(missing_ok=True)
+            CONTROL_FILE.unlink(missing_ok=True)
+            statistics.sink.close()
+    return 0
+
+
+def _wait_for(state: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while _control().get("statistics") != state:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the local stage did not report statistics {state} within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def cmd_metrics_replay(args: argparse.Namespace) -> int:
+    """Stop the statistics consumer, delete windows from T, replay from T, restart — with progress."""
+    from datetime import datetime, timedelta, timezone
+
+    from handlers.statistics.sink import MetricSink
+    from letgo.progress import Progress
+    from letgo.replay import align, replay_aws, replay_local
+
+    since = datetime.fromisoformat(args.since.replace("Z", "+00:00"))
+    if since.tzinfo is None:
+        raise SystemExit("--since needs a UTC offset, e.g. 2026-11-26T09:30:00Z")
+    if args.mapping_uuid:  # AWS: the Lambda itself replays once its mapping starts AT_TIMESTAMP
+        from handlers.core.aws import client
+
+        report, new_uuid = replay_aws(client("lambda"), mapping_uuid=args.mapping_uuid, since=since,
+                                      sink=MetricSink(args.dsn), window_seconds=args.window_seconds, metric=args.name)
+        print(report.describe().replace("replayed 0 records, wrote 0 windows", "the mapping replays from there"))
+        print(f"new event source mapping: {new_uuid}")
+        return 0
+
+    from handlers.core.aws import client
+    from handlers.statistics.lambda_statistics import build_handler
+    from letgo.windows import TumblingWindowMapping
+
+    info = _stage_info()
+    pid = info["pid"]
+    os.kill(pid, signal.SIGUSR1)
+    _wait_for("paused")
+    print("1. statistics consumer stopped")
+    handler = build_handler({"DATABASE_URL": info["env"]["DATABASE_URL"]})
+    window = handler.metrics.stream_window_seconds
+    progress = Progress("replayed records")
+    try:
+        report = replay_local(
+            since=since, sink=handler.sink, metric=args.name, progress=progress,
+            new_mapping=lambda: TumblingWindowMapping(client("kinesis"), info["stream"], handler.handle,
+                                                      window_seconds=window),
+            retention=timedelta(hours=args.retention_hours), s3=client("s3"), raw_bucket=info["env"]["RAW_BUCKET"])
+        progress.finish()
+        print(f"2-3. {report.describe()}")
+    finally:
+        # restart one window early: the last replayed window may be partial, and a rewrite replaces it whole
+        resume = align(datetime.now(timezone.utc), window) - timedelta(seconds=window)
+        _control(resume_at=resume.timestamp())
+        os.kill(pid, signal.SIGUSR2)
+        _wait_for("running")
+        handler.sink.close()
+    print(f"4. statistics consumer restarted at {resume:%H:%M:%S}Z")
     return 0
 
 
@@ -236,6 +401,21 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("action", choices=["migrate"])
     db.add_argument("--dsn", default=os.environ.get("DATABASE_URL"), required=not os.environ.get("DATABASE_URL"))
     db.set_defaults(func=cmd_migrate)
+
+    metrics = sub.add_parser("metrics", help="read real-time statistics back: a table or a PNG chart")
+    metrics.add_argument("action", choices=["show", "chart", "replay"])
+    metrics.add_argument("name", nargs="?", help="metric name (metrics/<name>.yaml); replay: only this metric")
+    metrics.add_argument("--since", help="replay: the point in time the bug began (ISO-8601 with offset)")
+    metrics.add_argument("--retention-hours", type=float, default=168,
+                         help="replay: the stream's retention; older starts read the raw archive")
+    metrics.add_argument("--mapping-uuid", help="replay on AWS: the statistics event source mapping to recreate")
+    metrics.add_argument("--window-seconds", type=int, default=60, help="replay on AWS: the stream window")
+    metrics.add_argument("--last", type=_last_windows, default=60, help="how many windows, 1..1440 (default 60)")
+    metrics.add_argument("--out", help="chart: PNG path (default reports/metric-<name>-<time>.png)")
+    metrics.add_argument("--dsn", help="PostgreSQL DSN (default: the running local stage's DATABASE_URL)")
+    metrics.add_argument("--metrics-dir", default=str(REPO_ROOT / "metrics"))
+    metrics.add_argument("--event-types", default=str(REPO_ROOT / "event_types"))
+    metrics.set_defaults(func=cmd_metrics)
     return parser
 
 

@@ -48,6 +48,7 @@ def run_demo(events: int = 20_000, *, workdir: Path | None = None, report_dir: P
         progress.finish()
         outcomes = stage.mapping.stats.outcomes
         duplicates = sum(o.duplicates for o in outcomes)
+        metrics = run_statistics(stage, report_dir, say)
         say("taking inventory of the sinks …")
         inventory = take_inventory(client("s3"), raw_bucket=stage.names.raw_bucket,
                                    quarantine_bucket=stage.names.quarantine_bucket,
@@ -55,12 +56,43 @@ def run_demo(events: int = 20_000, *, workdir: Path | None = None, report_dir: P
         alerts = read_local_alerts(stage.sentry_path)
 
     report = build_report(plan, inventory, duplicates, stage, alerts, time.monotonic() - started)
+    report["metrics"] = metrics
     report_dir.mkdir(parents=True, exist_ok=True)
     path = report_dir / f"run-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
     path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2, default=str))
     report["path"] = str(path)
     print_report(report, say)
     return report
+
+
+def run_statistics(stage: LocalStage, report_dir: Path, say=print) -> dict[str, Any]:
+    """The statistics consumer over the same stream (tumbling windows), then each metric read back + a chart."""
+    from handlers.statistics.lambda_statistics import build_handler
+    from letgo.metrics_view import dims_label, render_chart, window_rows
+    from letgo.windows import TumblingWindowMapping
+
+    handler = build_handler({"DATABASE_URL": stage.postgres.dsn})
+    try:
+        mapping = TumblingWindowMapping(client("kinesis"), stage.names.stream, handler.handle,
+                                        window_seconds=handler.metrics.stream_window_seconds)
+        progress = Progress("statistics over the stream (records)")
+        mapping.drain(progress=progress)
+        progress.finish()
+        summary: dict[str, Any] = {}
+        for metric in handler.metrics.metrics:
+            rows = window_rows(metric, handler.sink.last_windows(metric.name, 60))
+            column = {"distinct_users": "distinct_users"}.get(metric.aggregation, metric.aggregation)
+            latest = [r for r in rows if rows and r["window_start"] == rows[-1]["window_start"]]
+            top = sorted(latest, key=lambda r: -(r.get(column) or 0))[:3]
+            summary[metric.name] = {"windows": len({r["window_start"] for r in rows}), "aggregation": metric.aggregation,
+                                    "latest_window": str(rows[-1]["window_start"]) if rows else None,
+                                    "top": [{"group": dims_label(r["dims"]), "value": r.get(column)} for r in top]}
+        chart_metric = handler.metrics.get("leads_per_category")
+        chart = render_chart(chart_metric, window_rows(chart_metric, handler.sink.last_windows(chart_metric.name, 60)),
+                             report_dir / f"metric-leads_per_category-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.png")
+        return {"final_invocations": mapping.stats.final_invocations, "metrics": summary, "chart": str(chart)}
+    finally:
+        handler.sink.close()
 
 
 def build_report(plan: Any, inventory: Any, duplicates: int, stage: LocalStage, alerts: list[dict[str, Any]],
@@ -108,6 +140,13 @@ def print_report(report: dict[str, Any], say=print) -> None:
     say(f"  mapping        {m['invocations']:,} invocations, {m['function_errors']} errors, "
         f"{m['partial_failures']} partial failures, {m['sent_to_on_failure']} to the on-failure queue")
     say(f"  sentry issues  {len(report['alerts'])} (one per event type and problem; `letgo alerts` lists them)")
+    stats = report.get("metrics") or {}
+    if stats:
+        say(f"  statistics     {stats['final_invocations']} windows written (Lambda tumbling windows, 1 min)")
+        for name, metric in stats["metrics"].items():
+            top = ", ".join(f"{t['group']}: {t['value']:,.6g}" for t in metric["top"] if t["value"] is not None)
+            say(f"      {name:<26} {metric['aggregation']:<15} latest window: {top}")
+        say(f"  chart          {stats['chart']}")
     for name, ok in report["checks"].items():
         say(f"  [{'ok' if ok else 'FAILED'}] {name}")
     say(f"report: {report['path']}  ({report['seconds']} s)")

@@ -6,10 +6,13 @@ then by metric window and dimensions.
 """
 from __future__ import annotations
 
+import base64
+import json
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import orjson
 import psycopg
 import pytest
 
@@ -51,7 +54,7 @@ def recompute(stage, handler, raw_records):
     expected = defaultdict(lambda: [0, 0.0, None, None, set()])
     for (shard, start), records in by_window.items():
         events = handler.processor.process([
-            RawRecord(r["SequenceNumber"], r["PartitionKey"], __import__("base64").b64encode(r["Data"]).decode(),
+            RawRecord(r["SequenceNumber"], r["PartitionKey"], base64.b64encode(r["Data"]).decode(),
                       r["ApproximateArrivalTimestamp"].timestamp(), shard) for r in records]).events
         for metric in handler.metrics.metrics:
             begin, _ = metric_window(datetime.fromtimestamp(start, timezone.utc), metric.window_seconds)
@@ -117,8 +120,6 @@ def test_windows_equal_a_batch_recomputation_and_final_invokes_are_idempotent(st
     assert rows, "no metric rows were written"
     got = {}
     for metric, start, dims, count, total, low, high, distinct in rows:
-        import json
-
         got[(metric, start, tuple(sorted(json.loads(dims).items(), key=str)))] = (count, total, low, high, distinct)
     assert set(got) == set(expected)
     for key, (count, total, low, high, distinct_users) in got.items():
@@ -139,3 +140,21 @@ def test_shipped_metrics_load_with_a_one_minute_stream_window(catalog):
     metrics = load_metrics(Path(REPO) / "metrics", catalog)
     assert metrics.stream_window_seconds == 60
     assert {m.name for m in metrics.metrics} >= {"leads_per_category", "events_per_type", "active_users_per_country"}
+
+
+def test_late_event_counts_in_the_window_of_its_arrival_not_of_its_timestamp(stage, statistics):
+    """The documented policy: Lambda windows by arrival; an event stamped 2 hours ago lands in the current one."""
+    stamped = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=2)
+    lead = {"type": "Lead", "messageId": "late-1", "userId": "u-1", "timestamp": stamped.isoformat(),
+            "properties": {"item_id": "it-1", "seller_id": "u-2", "category": "bikes", "channel": "chat"}}
+    kinesis = client("kinesis")
+    mapping = TumblingWindowMapping(kinesis, stage.names.stream, statistics.handle, window_seconds=60)
+    mapping.start("LATEST")
+    send(stage, [orjson.dumps(lead)])
+    mapping.drain()
+    with psycopg.connect(stage.postgres.dsn) as conn:
+        [(window_start,)] = conn.execute(
+            "SELECT window_start FROM metric_values WHERE metric = 'leads_per_category'").fetchall()
+    arrival = datetime.now(timezone.utc)
+    assert abs((arrival - window_start).total_seconds()) < 180  # the arrival minute
+    assert window_start > stamped + timedelta(minutes=100)
