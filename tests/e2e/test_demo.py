@@ -23,7 +23,10 @@ def test_small_demo_accounts_for_every_event(tmp_path):
     assert report["quarantined"] > 0 and report["duplicates"] > 0  # the traffic does exercise both paths
 
     written = orjson.loads((tmp_path / "reports").joinpath(report["path"].rsplit("/", 1)[-1]).read_bytes())
-    assert [p.name for p in (tmp_path / "reports").iterdir()] == [report["path"].rsplit("/", 1)[-1]]
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == sorted(
+        [report["path"].rsplit("/", 1)[-1], report["metrics"]["chart"].rsplit("/", 1)[-1]])
+    assert (tmp_path / "reports" / report["metrics"]["chart"].rsplit("/", 1)[-1]).read_bytes()[:4] == b"\x89PNG"
+    assert report["metrics"]["metrics"]["events_per_type"]["windows"] >= 1
     assert written["sent"] == 2000 and written["ok"] is True
     assert written["sent"] == written["delivered"]["postgres"] + written["quarantined"] + written["duplicates"]
     assert written["checks"] == report["checks"]
