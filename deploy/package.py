@@ -5,7 +5,10 @@ zips with a random suffix (HUMILIS.md), so we build the zips ourselves:
 
 * dependencies from ``requirements.txt`` as ``manylinux2014_x86_64`` / cp311 binary wheels (``--only-binary``),
   minus boto3/botocore which the Lambda runtime provides;
-* our code (``handlers/``) plus the data it reads at start-up (``event_types/``, ``config/``);
+* our code (``handlers/``) plus the data it reads at start-up (``event_types/``, ``config/``, ``metrics/``);
+* for ``statistics``: the metrics must load, and their stream window (the gcd of the metric windows) must equal
+  the statistics layer's ``TumblingWindowInSeconds`` (``tumbling_window_seconds`` in its ``meta.yaml``) —
+  otherwise the build stops before anything ships;
 * every entry with a fixed timestamp and permissions, in sorted order — the same inputs give the same bytes,
   and the file name carries the content hash, so an unchanged package never redeploys a function.
 
@@ -30,6 +33,8 @@ PROVIDED_BY_RUNTIME = {"boto3", "botocore", "s3transfer", "jmespath", "urllib3",
 FIXED_TIME = (2020, 1, 1, 0, 0, 0)
 PACKAGES = {
     "consumer": {"code": ["handlers"], "data": ["event_types", "config"]},
+    # the tumbling-window handler: same requirements as the consumer (it runs the tracking core too)
+    "statistics": {"code": ["handlers"], "data": ["event_types", "config", "metrics"]},
     # stdlib + the runtime's boto3 only: no wheels, just the modules it imports
     "authorizer": {"code": ["handlers/__init__.py", "handlers/collector"], "data": [], "requirements": False},
 }
@@ -64,8 +69,50 @@ def add_tree(archive: zipfile.ZipFile, root: Path, base: Path) -> None:
         archive.writestr(info, path.read_bytes())
 
 
+STATISTICS_META = REPO / "layers" / "statistics" / "meta.yaml"
+
+
+class PackageError(Exception):
+    """A package whose contents contradict the deployment: nothing is built."""
+
+
+def check_statistics_window(repo: Path = REPO, meta: Path = STATISTICS_META) -> int:
+    """The metrics' stream window (gcd of their windows) == the layer's default TumblingWindowInSeconds.
+
+    Loads the metrics with our own handlers code (this interpreter is the project venv's), exactly as the
+    statistics function does at cold start; returns the window in seconds.
+    """
+    import yaml
+
+    if str(repo) not in sys.path:
+        sys.path.insert(0, str(repo))
+    from handlers.statistics.definitions import load_metrics
+    from handlers.tracking.errors import DefinitionError
+    from handlers.tracking.event_types import load_catalog
+    from handlers.tracking.settings import load_settings
+
+    try:
+        settings = load_settings(repo / "config" / "tracking.yaml")
+        catalog = load_catalog(repo / "event_types", max_depth=settings.max_depth)
+        stream_window = load_metrics(repo / "metrics", catalog).stream_window_seconds
+    except DefinitionError as exc:
+        raise PackageError(f"statistics: the metric definitions do not load: {exc}") from None
+    parameters = (yaml.safe_load(meta.read_text()) or {}).get("meta", {}).get("parameters", {})
+    configured = (parameters.get("tumbling_window_seconds") or {}).get("value")
+    if configured != stream_window:
+        shown = meta.relative_to(repo) if meta.is_relative_to(repo) else meta
+        raise PackageError(
+            f"statistics: the metrics in metrics/ need a {stream_window} s stream window (the gcd of their "
+            f"windows), but {shown} sets tumbling_window_seconds to {configured!r}; the mapping "
+            f"would cut windows the metrics cannot be summed from. Set its value to {stream_window} (or change "
+            f"the metric windows).")
+    return stream_window
+
+
 def build(name: str, out: Path = DIST, site: Path | None = None) -> Path:
     spec = PACKAGES[name]
+    if name == "statistics":
+        check_statistics_window()
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"package-{name}-") as tmp:
         staging = Path(site) if site else Path(tmp) / "site"
@@ -95,7 +142,10 @@ def main() -> None:
     parser.add_argument("names", nargs="*", default=sorted(PACKAGES))
     args = parser.parse_args()
     for name in args.names:
-        path = build(name)
+        try:
+            path = build(name)
+        except PackageError as exc:
+            sys.exit(f"make package: {exc}")
         print(f"{path.relative_to(REPO)}  {path.stat().st_size / 1e6:.1f} MB")
 
 

@@ -21,6 +21,7 @@ def _path(name: str):
 vpc = _path("vpc")
 storage = _path("storage")
 kinesis = _path("kinesis")
+statistics = _path("statistics")
 aurora = _path("aurora")
 redshift = _path("redshift")
 elasticsearch = _path("elasticsearch")

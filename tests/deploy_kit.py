@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 HUMILIS_PY = REPO / ".venv-humilis" / "bin" / "python"
 CHECKOV = REPO / ".venv-checkov" / "bin" / "checkov"
 STAGES = ("LOCAL", "DEV", "PROD")
-LAYERS = ("storage", "vpc", "aurora", "kinesis", "elasticsearch", "redshift", "api-gateway")  # in order
+LAYERS = ("storage", "vpc", "aurora", "kinesis", "statistics", "elasticsearch", "redshift", "api-gateway")  # in order
 # moto's CloudFormation models neither RDS clusters nor OpenSearch domains, nor Redshift's managed password
 DISABLED = {"LOCAL": {"aurora", "elasticsearch", "redshift"}}
 

@@ -65,6 +65,12 @@ def test_create_update_preview_delete_round_trip(aws, tmp_path):
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     variables = lambda_.get_function_configuration(FunctionName=function_name)["Environment"]["Variables"]
     assert variables["RAW_BUCKET"] == outputs["storage"]["RawBucketName"]
+    # THEN the statistics function's tumbling-window mapping reads the same stream
+    [windows] = lambda_.list_event_source_mappings(
+        FunctionName=outputs["statistics"]["StatisticsFunctionName"])["EventSourceMappings"]
+    assert windows["EventSourceArn"] == stream_arn
+    assert windows["TumblingWindowInSeconds"] == 60 and windows["BisectBatchOnFunctionError"] is False
+    assert windows["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
 
     # WHEN nothing changed, an update changes nothing
     done = humilis("update", "--stage", STAGE, env=aws)

@@ -112,6 +112,48 @@ def test_consumer_code_is_the_packaged_zip(rendered):
     assert function["Code"]["S3Key"].endswith(manifest["consumer"]["file"])
 
 
+def metrics_stream_window() -> int:
+    """The gcd of the metric windows, computed by the statistics function's own loader."""
+    from handlers.statistics.definitions import load_metrics
+    from handlers.tracking.event_types import load_catalog
+    from handlers.tracking.settings import load_settings
+
+    settings = load_settings(REPO / "config" / "tracking.yaml")
+    catalog = load_catalog(REPO / "event_types", max_depth=settings.max_depth)
+    return load_metrics(REPO / "metrics", catalog).stream_window_seconds
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_statistics_mapping_reads_the_stream_in_tumbling_windows_of_the_metrics_gcd(rendered, stage):
+    from deploy.humilis_run import placeholder
+
+    resources = template(rendered, stage, "statistics")["Resources"]
+    [mapping] = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    [(function_name, function)] = [(n, r) for n, r in resources.items() if r["Type"] == "AWS::Lambda::Function"]
+    # the kinesis layer's stream (its StreamArn output, stubbed with its placeholder when rendering)
+    assert mapping["EventSourceArn"] == placeholder("StreamArn", stage)
+    assert mapping["FunctionName"] in ({"Ref": function_name}, {"Fn::GetAtt": [function_name, "Arn"]})
+    assert mapping["TumblingWindowInSeconds"] == metrics_stream_window()
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["BisectBatchOnFunctionError"] is False  # a window's state is retried whole
+    assert mapping["StartingPosition"] == "LATEST"
+    assert mapping["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["OnFailureQueue", "Arn"]}
+    assert function["Properties"]["Handler"] == "handlers.statistics.lambda_statistics.handler"
+    assert function["Properties"]["Runtime"] == "python3.11"
+    assert {"DATABASE_SECRET_ARN", "DATABASE_HOST", "DATABASE_PORT", "DATABASE_NAME"} <= set(
+        function["Properties"]["Environment"]["Variables"])
+    [role] = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::IAM::Role"]
+    [read] = [s for s in role["Policies"][0]["PolicyDocument"]["Statement"] if s.get("Sid") == "ReadStream"]
+    assert read["Resource"] == placeholder("StreamArn", stage)
+
+
+def test_statistics_code_is_the_packaged_zip(rendered):
+    manifest = json.loads((REPO / "dist" / "manifest.json").read_text())
+    resources = template(rendered, "DEV", "statistics")["Resources"]
+    [function] = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::Function"]
+    assert function["Code"]["S3Key"].endswith(manifest["statistics"]["file"])
+
+
 def test_database_is_private_encrypted_with_managed_credentials(rendered):
     for stage in ("DEV", "PROD"):
         resources = template(rendered, stage, "aurora")["Resources"]
