@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import time
+from contextlib import ExitStack
 from datetime import timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -227,6 +228,8 @@ def cmd_stage_up(args: argparse.Namespace) -> int:
     from handlers.core.aws import client
     from handlers.statistics.lambda_statistics import build_handler
     from letgo.collector import Collector
+    from letgo.metrics_view import create_app
+    from letgo.services import BackgroundServer
     from letgo.stage import LocalStage
     from letgo.windows import TumblingWindowMapping
 
@@ -241,9 +244,12 @@ def cmd_stage_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGUSR1, lambda *_: requests.append("pause"))   # `letgo metrics replay`, step 1
     signal.signal(signal.SIGUSR2, lambda *_: requests.append("resume"))  # ... and step 4
-    with LocalStage(REPO_ROOT / ".local" / "stage", say=print) as stage, \
-            Collector(client("kinesis"), stage.names.stream, {args.write_key}) as collector:
+    with ExitStack() as stack:
+        stage = stack.enter_context(LocalStage(REPO_ROOT / ".local" / "stage", say=print))
+        collector = stack.enter_context(Collector(client("kinesis"), stage.names.stream, {args.write_key}))
         statistics = build_handler({"DATABASE_URL": stage.postgres.dsn})
+        stack.callback(statistics.sink.close)
+        metrics_api = stack.enter_context(BackgroundServer(create_app(stage.postgres.dsn, statistics.metrics)))
 
         def windows(position: str, at: float | None = None) -> TumblingWindowMapping:
             mapping = TumblingWindowMapping(client("kinesis"), stage.names.stream, statistics.handle,
@@ -260,6 +266,7 @@ def cmd_stage_up(args: argparse.Namespace) -> int:
         _control(statistics="running", resume_at=None)
         print(f"collector (Segment-compatible): {collector.url}/v1/batch  write key: {args.write_key}")
         print(f"PostgreSQL: {stage.postgres.dsn}")
+        print(f"metrics API: {metrics_api.url}/metrics  (…/metrics/<name>?last=60, …/metrics/<name>/chart.png)")
         print("consuming events and statistics; Ctrl-C (or `letgo stage down`) stops the stage")
         try:
             assert stage.mapping is not None
@@ -280,7 +287,6 @@ def cmd_stage_up(args: argparse.Namespace) -> int:
         finally:
             STAGE_FILE.unlink(missing_ok=True)
             CONTROL_FILE.unlink(missing_ok=True)
-            statistics.sink.close()
     return 0
 
 

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import base64
 import hmac
-import threading
 import uuid
 from typing import Any
 
 import orjson
 from flask import Flask, Response, jsonify, request
-from werkzeug.serving import make_server
 
-from letgo.services import free_port
+from letgo.services import BackgroundServer
 
 CALLS = ("track", "identify", "screen", "page", "group", "alias")
 MAX_BODY = 1024 * 1024  # a Kinesis record's limit; Segment batches are at most 500 KB
@@ -71,19 +69,8 @@ def create_app(kinesis: Any, stream: str, write_keys: set[str]) -> Flask:
     return app
 
 
-class Collector:
+class Collector(BackgroundServer):
     """Runs the collector app on a free loopback port in a background thread."""
 
     def __init__(self, kinesis: Any, stream: str, write_keys: set[str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._server = make_server("127.0.0.1", self.port, create_app(kinesis, stream, write_keys), threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> "Collector":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._server.shutdown()
-        self._thread.join(5)
+        super().__init__(create_app(kinesis, stream, write_keys))
