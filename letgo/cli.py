@@ -129,7 +129,7 @@ def cmd_types(args: argparse.Namespace) -> int:
     directory = Path(args.event_types)
     catalog = load_catalog(directory)  # refuses breaking changes against the current lock
     if args.action == "lock":
-        write_lock(catalog.types, directory / LOCK_FILE)
+        write_lock(catalog.types, directory / LOCK_FILE, catalog.context_properties)
         print(f"locked {len(catalog.types)} event types in {directory / LOCK_FILE}")
     else:
         print(f"{len(catalog.types)} event types valid and compatible with {LOCK_FILE}")
@@ -170,7 +170,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         if not args.since:
             print("error: replay needs --since", file=sys.stderr)
             return 2
-        if args.mapping_uuid and not args.dsn:
+        if args.stage and not args.dsn:
             print("error: replay on AWS needs --dsn (the metrics database)", file=sys.stderr)
             return 2
         return cmd_metrics_replay(args)
@@ -309,13 +309,29 @@ def cmd_metrics_replay(args: argparse.Namespace) -> int:
     since = datetime.fromisoformat(args.since.replace("Z", "+00:00"))
     if since.tzinfo is None:
         raise SystemExit("--since needs a UTC offset, e.g. 2026-11-26T09:30:00Z")
-    if args.mapping_uuid:  # AWS: the Lambda itself replays once its mapping starts AT_TIMESTAMP
+    if args.stage:  # AWS: disable the mapping, delete rows, redeploy the statistics layer with replay_from
+        import subprocess
+        import tempfile
+
+        import yaml
+
         from handlers.core.aws import client
 
-        report, new_uuid = replay_aws(client("lambda"), mapping_uuid=args.mapping_uuid, since=since,
-                                      sink=MetricSink(args.dsn), window_seconds=args.window_seconds, metric=args.name)
-        print(report.describe().replace("replayed 0 records, wrote 0 windows", "the mapping replays from there"))
-        print(f"new event source mapping: {new_uuid}")
+        def deploy(at: datetime) -> None:
+            parameters = yaml.safe_load((REPO_ROOT / "environments" / "parameters.yaml").read_text())
+            parameters.setdefault(args.stage.upper(), {})["statistics_replay_from"] = int(at.timestamp())
+            with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as changed:
+                yaml.safe_dump(parameters, changed)
+            subprocess.run([str(REPO_ROOT / ".venv-humilis" / "bin" / "python"),
+                            str(REPO_ROOT / "deploy" / "humilis_run.py"), "update", "--stage", args.stage,
+                            "--parameters", changed.name], check=True)
+
+        report = replay_aws(client("lambda"), function_name=f"letgo-statistics-{args.stage.lower()}", since=since,
+                            sink=MetricSink(args.dsn), window_seconds=args.window_seconds,
+                            retention=timedelta(hours=args.retention_hours), deploy=deploy, metric=args.name)
+        print(f"deleted {report.rows_deleted} rows from {report.since:%Y-%m-%dT%H:%M:%SZ}; " + "; ".join(report.notes))
+        print(f"now set `statistics_replay_from: {int(report.since.timestamp())}` under {args.stage.upper()} in "
+              f"environments/parameters.yaml and commit it (setting it back would move the mapping to LATEST)")
         return 0
 
     from handlers.core.aws import client
@@ -414,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_argument("--since", help="replay: the point in time the bug began (ISO-8601 with offset)")
     metrics.add_argument("--retention-hours", type=float, default=168,
                          help="replay: the stream's retention; older starts read the raw archive")
-    metrics.add_argument("--mapping-uuid", help="replay on AWS: the statistics event source mapping to recreate")
+    metrics.add_argument("--stage", help="replay on AWS: the deployed stage (DEV, PROD…) instead of the local stage")
     metrics.add_argument("--window-seconds", type=int, default=60, help="replay on AWS: the stream window")
     metrics.add_argument("--last", type=_last_windows, default=60, help="how many windows, 1..1440 (default 60)")
     metrics.add_argument("--out", help="chart: PNG path (default reports/metric-<name>-<time>.png)")

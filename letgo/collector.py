@@ -21,6 +21,21 @@ CALLS = ("track", "identify", "screen", "page", "group", "alias")
 MAX_BODY = 1024 * 1024  # a Kinesis record's limit; Segment batches are at most 500 KB
 
 
+def partition_key(body: bytes) -> str:
+    """The (first) event's user, as the API Gateway route does: one user's events stay on one shard."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return str(uuid.uuid4())  # gzipped or broken: any shard (the consumer sorts it out)
+    if isinstance(payload, dict):
+        first = payload["batch"][0] if isinstance(payload.get("batch"), list) and payload["batch"] else payload
+        if isinstance(first, dict):
+            for key in ("userId", "anonymousId"):
+                if isinstance(first.get(key), str) and first[key]:
+                    return first[key][:256]
+    return str(uuid.uuid4())
+
+
 def create_app(kinesis: Any, stream: str, write_keys: set[str]) -> Flask:
     app = Flask("letgo-collector")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
@@ -44,7 +59,8 @@ def create_app(kinesis: Any, stream: str, write_keys: set[str]) -> Flask:
     def batch() -> Any:
         if not authorised():
             return jsonify(error="invalid write key"), 401
-        return put(request.get_data(), str(uuid.uuid4()))
+        body = request.get_data()
+        return put(body, partition_key(body))
 
     @app.post("/v1/<call>")
     def single(call: str) -> Any:
@@ -60,7 +76,7 @@ def create_app(kinesis: Any, stream: str, write_keys: set[str]) -> Flask:
                 body = orjson.dumps(payload)
         except orjson.JSONDecodeError:
             pass  # forwarded as is: the consumer quarantines it with reason not_json
-        return put(body, str(uuid.uuid4()))
+        return put(body, partition_key(body))
 
     @app.get("/health")
     def health() -> Any:

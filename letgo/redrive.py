@@ -8,6 +8,7 @@ went back is deleted. Re-put first, rewrite second: a crash in between only caus
 from __future__ import annotations
 
 import base64
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -34,7 +35,8 @@ def redrive(quarantine: Quarantine, processor: Processor, kinesis: Any, stream: 
         lines = quarantine.read(key)
         keep, resend = [], []
         for line in lines:
-            record = RawRecord(line["sequenceNumber"], "redrive", line["raw"], line["arrival"], line["shardId"])
+            # judged as it will be once back on the stream: it arrives anew, now
+            record = RawRecord(line["sequenceNumber"], "redrive", line["raw"], time.time(), line["shardId"])
             result = processor.process([record])
             if result.rejections:
                 current = result.rejections[0]  # today's verdict replaces the old one (the YAML changed)

@@ -52,7 +52,7 @@ def archived_records(s3: Any, bucket: str, since: datetime) -> Iterator[tuple[st
 
     Archive objects overlap when a sub-batch was retried (bisect, partial failure): readers de-duplicate.
     """
-    start_day = since.date()
+    start_day = since.date() - timedelta(days=1)  # an object is filed under its first record's day
     by_shard: dict[str, dict[int, dict[str, Any]]] = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="raw/"):
         for item in page.get("Contents", []):
@@ -107,31 +107,41 @@ def replay_local(*, since: datetime, sink: MetricSink, new_mapping: Callable[[],
     return report
 
 
-def replay_aws(lambda_client: Any, *, mapping_uuid: str, since: datetime, sink: MetricSink, window_seconds: int,
-               metric: str | None = None, wait: Callable[[float], None] | None = None) -> tuple[ReplayReport, str]:
-    """Disable the mapping, delete rows from T, recreate the mapping at AT_TIMESTAMP T. Returns the new UUID.
+def replay_aws(lambda_client: Any, *, function_name: str, since: datetime, sink: MetricSink, window_seconds: int,
+               retention: timedelta, deploy: Callable[[datetime], None], metric: str | None = None,
+               now: datetime | None = None, wait: Callable[[float], None] | None = None,
+               timeout_seconds: float = 300) -> ReplayReport:
+    """Stop the statistics mapping, delete rows from T, redeploy it at AT_TIMESTAMP T through CloudFormation.
 
-    Beyond the stream's retention, run ``replay_local`` over the archive with the production DSN first,
-    then restart the mapping at the archive's last arrival (the same two steps, in that order).
+    An event source mapping's starting position cannot be changed in place, and a mapping recreated behind
+    CloudFormation's back would make the stack drift; so ``deploy(T)`` runs ``humilis update`` with the
+    statistics layer's ``replay_from`` set to T — CloudFormation replaces the mapping, which reads from T
+    (with no maximum record age). Beyond the stream's retention this refuses: replay from the archive first.
     """
     import time
 
     wait = wait or time.sleep
     since = align(since, window_seconds)
+    now = now or datetime.now(timezone.utc)
+    if since < now - retention:
+        raise ValueError(f"{since:%Y-%m-%dT%H:%M}Z is beyond the stream's retention ({retention}); replay that part "
+                         f"from the raw archive (replay_local with the production database), then from the stream")
     report = ReplayReport(since, "kinesis")
-    current = lambda_client.update_event_source_mapping(UUID=mapping_uuid, Enabled=False)
-    for _ in range(120):
-        if lambda_client.get_event_source_mapping(UUID=mapping_uuid)["State"] in ("Disabled", "Deleted"):
-            break
-        wait(1)
+    function_arn = lambda_client.get_function_configuration(FunctionName=function_name)["FunctionArn"]
+    mappings = lambda_client.list_event_source_mappings(FunctionName=function_arn)["EventSourceMappings"]
+    if not mappings:
+        raise ValueError(f"{function_name} has no event source mapping to replay")
+    for mapping in mappings:
+        lambda_client.update_event_source_mapping(UUID=mapping["UUID"], Enabled=False)
+    deadline = time.monotonic() + timeout_seconds
+    while any(lambda_client.get_event_source_mapping(UUID=m["UUID"])["State"] not in ("Disabled", "Deleted")
+              for m in mappings):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the statistics mapping of {function_name} did not stop within {timeout_seconds:.0f} s;"
+                               f" nothing was deleted")
+        wait(2)
+    report.notes.append(f"{len(mappings)} mapping(s) of {function_name} disabled")
     report.rows_deleted = sink.delete_from(since, metric)
-    lambda_client.delete_event_source_mapping(UUID=mapping_uuid)
-    keep = ("EventSourceArn", "FunctionArn", "BatchSize", "MaximumBatchingWindowInSeconds", "ParallelizationFactor",
-            "DestinationConfig", "MaximumRecordAgeInSeconds", "BisectBatchOnFunctionError",
-            "MaximumRetryAttempts", "TumblingWindowInSeconds", "FunctionResponseTypes")
-    config = {k: current[k] for k in keep if current.get(k) is not None}
-    config["FunctionName"] = config.pop("FunctionArn")
-    created = lambda_client.create_event_source_mapping(**config, Enabled=True, StartingPosition="AT_TIMESTAMP",
-                                                        StartingPositionTimestamp=since)
-    report.notes.append(f"event source mapping {mapping_uuid} replaced by {created['UUID']} at AT_TIMESTAMP")
-    return report, created["UUID"]
+    deploy(since)
+    report.notes.append("statistics layer redeployed with replay_from: its mapping now reads from there")
+    return report

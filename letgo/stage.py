@@ -48,6 +48,7 @@ class LocalStage:
 
     # -- lifecycle --------------------------------------------------------------------------------------
     def __enter__(self) -> "LocalStage":
+        self.refuse_if_running()  # before the try: the cleanup below must not stop someone else's stage
         try:
             self.start()
         except BaseException:
@@ -58,7 +59,23 @@ class LocalStage:
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
+    def _running_postmaster(self) -> int | None:
+        pid_file = self.postgres.data / "postmaster.pid"
+        try:
+            pid = int(pid_file.read_text().split()[0])
+            os.kill(pid, 0)
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid
+
+    def refuse_if_running(self) -> None:
+        running = self._running_postmaster()
+        if running is not None:  # never wipe the folder of a live stage (e.g. `letgo stage up` in another shell)
+            raise RuntimeError(f"a local stage is already running in {self.workdir} (PostgreSQL pid {running}); "
+                               f"stop it first (`letgo stage down`)")
+
     def start(self) -> None:
+        self.refuse_if_running()
         if self.workdir.exists():
             shutil.rmtree(self.workdir)
         self.workdir.mkdir(parents=True)

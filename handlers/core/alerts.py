@@ -89,26 +89,61 @@ def scrub(document: Any, pii_paths: Iterable[str]) -> Any:
     return doc
 
 
-class ProblemReporter:
-    """Aggregates a batch's rejections and reports each (event type, reason, field) group once."""
+ENVELOPE_KEYS = frozenset({"type", "event", "name", "messageId", "timestamp", "originalTimestamp", "sentAt",
+                           "version", "receivedAt"})
 
-    def __init__(self, stage: str, pii_paths_by_type: dict[str, frozenset[str]],
-                 context_pii_paths: frozenset[str]) -> None:
+
+def public_paths(properties: dict[str, dict[str, Any]], prefix: str = "") -> set[str]:
+    """Dotted paths of declared fields that are not personal data (a pii object hides all it contains)."""
+    found = set()
+    for name, spec in properties.items():
+        if spec.get("pii"):
+            continue
+        found.add(prefix + name)
+        if spec.get("type") == "object":
+            found |= public_paths(spec.get("properties", {}), f"{prefix}{name}.")
+    return found
+
+
+def redact(value: Any, allowed: frozenset[str], path: str) -> Any:
+    """Keep the structure; keep a value only where its dotted path is declared and not personal data."""
+    if isinstance(value, dict):
+        return {k: redact(v, allowed, f"{path}.{k}" if path else k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v, allowed, path) for v in value]
+    return value if path in allowed else SCRUBBED
+
+
+class ProblemReporter:
+    """Aggregates a batch's rejections and reports each (event type, reason, field) group once.
+
+    Samples are redacted by *allow-list*: only fields an event type (or ``_context.yaml``) declares and does
+    not mark ``pii`` keep their values. Anything undeclared — the very thing a broken app release tends to
+    send — is replaced, so personal data cannot leak through a field nobody declared.
+    """
+
+    def __init__(self, stage: str, public_by_type: dict[str, frozenset[str]], public_context: frozenset[str]) -> None:
         self.stage = stage
-        self.pii = {name: frozenset(f"properties.{p}" for p in paths) | {f"context.{p}" for p in context_pii_paths}
-                    for name, paths in pii_paths_by_type.items()}
-        self.context_pii = frozenset(f"context.{p}" for p in context_pii_paths)
+        self.public_by_type = public_by_type
+        self.public_context = frozenset(f"context.{p}" for p in public_context)
+
+    @classmethod
+    def for_catalog(cls, stage: str, catalog: Any) -> "ProblemReporter":
+        return cls(stage, {name: frozenset(public_paths(t.properties)) for name, t in catalog.types.items()},
+                   frozenset(public_paths(catalog.context_properties)))
 
     def sample(self, rejection: Any) -> Any:
         try:
             document = orjson.loads(rejection.raw)
         except orjson.JSONDecodeError:
             return f"<{len(rejection.raw)} bytes that are not JSON>"
-        if isinstance(document, dict) and isinstance(document.get("batch"), list):
+        if not isinstance(document, dict):
+            return f"<a JSON {type(document).__name__}, withheld>"
+        if isinstance(document.get("batch"), list):
             return f"<a Segment batch of {len(document['batch'])} events, withheld>"
-        if isinstance(document, dict) and isinstance(document.get("traits"), dict):
-            document["traits"] = SCRUBBED  # Segment identify traits are personal data by definition
-        return scrub(document, self.pii.get(rejection.event_type or "", self.context_pii))
+        properties = frozenset(f"properties.{p}" for p in self.public_by_type.get(rejection.event_type or "", ()))
+        allowed = ENVELOPE_KEYS | properties | self.public_context
+        return {key: redact(value, allowed, key) for key, value in document.items()}
 
     def report(self, rejections: Sequence[Any]) -> int:
         """Send one Sentry event per problem group; returns how many were sent. Never raises."""

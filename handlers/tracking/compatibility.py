@@ -54,11 +54,17 @@ def _field_changes(old: dict[str, Any], new: dict[str, Any], where: str) -> Iter
         yield from _field_changes(old["items"], new["items"], f"{where}.items")
 
 
-def lock_document(types: dict[str, Any]) -> dict[str, Any]:
-    return {name: {"version": t.version, "properties": t.properties} for name, t in sorted(types.items())}
+CONTEXT_KEY = "_context"  # the shared envelope context, locked like a type (it has no version of its own)
 
 
-def check_against_lock(types: dict[str, Any], lock_path: Path) -> None:
+def lock_document(types: dict[str, Any], context: dict[str, Any] | None = None) -> dict[str, Any]:
+    document = {name: {"version": t.version, "properties": t.properties} for name, t in sorted(types.items())}
+    if context is not None:
+        document[CONTEXT_KEY] = {"version": 0, "properties": context}
+    return document
+
+
+def check_against_lock(types: dict[str, Any], lock_path: Path, context: dict[str, Any] | None = None) -> None:
     """Refuse breaking changes and un-versioned changes relative to the lock file (if there is one)."""
     if not lock_path.exists():
         return
@@ -80,11 +86,19 @@ def check_against_lock(types: dict[str, Any], lock_path: Path) -> None:
             raise DefinitionError(event_type.filename, "version",
                                   f"the properties changed but version is still {event_type.version}: "
                                   f"bump it to {previous['version'] + 1}")
+    previous_context = locked.pop(CONTEXT_KEY, None)
+    if context is not None and previous_context is not None:
+        problems = list(breaking_changes(previous_context["properties"], context, "context"))
+        if problems:
+            raise DefinitionError("_context.yaml", problems[0].split(" ")[0],
+                                  "breaking change refused: " + "; ".join(problems)
+                                  + ". Every app sends this context: only widen it.")
     for name in locked.keys() - types.keys():
         raise DefinitionError(f"{name}.yaml", None,
                               "event type removed: events of this type would be quarantined; "
                               "keep the file (mark it deprecated in its description)")
 
 
-def write_lock(types: dict[str, Any], lock_path: Path) -> None:
-    lock_path.write_text(json.dumps(lock_document(types), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+def write_lock(types: dict[str, Any], lock_path: Path, context: dict[str, Any] | None = None) -> None:
+    lock_path.write_text(json.dumps(lock_document(types, context), indent=2, sort_keys=True) + "\n",
+                         encoding="utf-8")

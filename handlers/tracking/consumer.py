@@ -26,10 +26,10 @@ import orjson
 
 from handlers.core.alerts import ProblemReporter
 from handlers.tracking.core import BatchResult, Processor, RawRecord
-from handlers.tracking.errors import SinkError
+from handlers.tracking.errors import Reason, Rejection, SinkError
 from handlers.tracking.event_types import Catalog, load_catalog
 from handlers.tracking.settings import PACKAGE_ROOT, Settings, load_settings
-from handlers.tracking.sinks.firehose import FirehoseSink
+from handlers.tracking.sinks.firehose import MAX_RECORD_BYTES, FirehoseSink
 from handlers.tracking.sinks.postgres import PostgresSink
 from handlers.tracking.sinks.s3objects import Quarantine, RawArchive
 
@@ -55,13 +55,12 @@ class Consumer:
         self.processor, self.archive, self.quarantine = processor, archive, quarantine
         self.database, self.warehouse, self.reporter = database, warehouse, reporter
 
-    def _to_warehouse(self, events: list, outcome: BatchOutcome, written: Any) -> None:
+    def _to_warehouse(self, events: list, blobs: dict[str, bytes], outcome: BatchOutcome, written: Any) -> None:
         """Firehose after the PostgreSQL insert, before its commit; failed entries are un-inserted."""
         if self.warehouse is None or not events:
             return
-        blobs = [e.to_json() + b"\n" for e in events]
         try:
-            self.warehouse.put(blobs, [e.sequence_number for e in events])
+            self.warehouse.put([blobs[e.message_id] for e in events], [e.sequence_number for e in events])
             outcome.delivered_firehose = len(events)
         except SinkError as exc:
             failed = exc.failed_sequence_numbers or frozenset(e.sequence_number for e in events)
@@ -70,6 +69,23 @@ class Consumer:
             outcome.error = str(exc)
             if written is not None:  # retried records must find no row, or they would skip Firehose again
                 written.discard({e.message_id for e in events if e.sequence_number in failed})
+
+    @staticmethod
+    def _documents(result: BatchResult) -> dict[str, bytes]:
+        """Each event's Firehose line; a valid event too big for a Firehose record is quarantined instead
+        (retrying it could never succeed, and a poison record must not block its shard)."""
+        blobs, kept = {}, []
+        for event in result.events:
+            blob = event.to_json() + b"\n"
+            if len(blob) > MAX_RECORD_BYTES:
+                result.rejections.append(Rejection(
+                    Reason.RECORD_TOO_LARGE, None, f"the normalised event is {len(blob)} bytes, over Firehose's "
+                    f"{MAX_RECORD_BYTES}-byte record limit", event.sequence_number, 0, event.type, None, blob))
+                continue
+            blobs[event.message_id] = blob
+            kept.append(event)
+        result.events = kept
+        return blobs
 
     def handle(self, records: Sequence[RawRecord]) -> BatchOutcome:
         """Raises SinkError when the whole batch must be retried; partial failures are in the outcome."""
@@ -80,6 +96,7 @@ class Consumer:
         outcome.archived = len(records)
 
         result: BatchResult = self.processor.process(records)
+        blobs = self._documents(result)
         self.quarantine.put(records, result.rejections)
         outcome.quarantined = len(result.rejections)
         outcome.duplicates = len(result.duplicates)
@@ -87,13 +104,13 @@ class Consumer:
             outcome.alerts = self.reporter.report(result.rejections)
 
         if self.database is None:
-            self._to_warehouse(result.events, outcome, None)
+            self._to_warehouse(result.events, blobs, outcome, None)
             return outcome
         with self.database.writing(result.events) as written:
             outcome.delivered_postgres = written.inserted
             outcome.duplicates += len(written.already_there)
             known = set(written.already_there)
-            self._to_warehouse([e for e in result.events if e.message_id not in known], outcome, written)
+            self._to_warehouse([e for e in result.events if e.message_id not in known], blobs, outcome, written)
             outcome.delivered_postgres -= len(written.discarded)
         return outcome
 
@@ -157,8 +174,7 @@ def build_consumer(config: ConsumerConfig, catalog: Catalog | None = None) -> Co
 
     catalog = catalog or load_catalog(config.event_types_dir, max_depth=config.settings.max_depth)
     s3 = client("s3")
-    reporter = ProblemReporter(config.stage, {n: t.pii_paths for n, t in catalog.types.items()},
-                               catalog.context_pii_paths)
+    reporter = ProblemReporter.for_catalog(config.stage, catalog)
     return Consumer(
         processor=Processor(catalog, config.settings),
         archive=RawArchive(s3, config.raw_bucket, "raw"),

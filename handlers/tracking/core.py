@@ -2,7 +2,7 @@
 
 Per record: base64 (gzip tolerated) -> size guard -> JSON -> Segment normalisation (a record may hold a
 ``{"batch": [...]}`` of many events) -> envelope checks -> the event type's compiled property checks ->
-timestamp checks against the record's *arrival* time (so that a retry or a re-drive gives the same
+timestamp checks against the record's *arrival* time (so that a retried batch gives the same
 answer) -> in-batch de-duplication on ``messageId``.
 
 Every input unit (an event, or a record that never became one) ends in exactly one bucket of the

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,7 +77,7 @@ def _require(condition: bool, filename: str, path: str, message: str) -> None:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def normalise_spec(spec: Any, filename: str, path: str, shared: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -117,7 +118,7 @@ def normalise_spec(spec: Any, filename: str, path: str, shared: dict[str, Any] |
     elif kind in ("integer", "number"):
         for key in ("min", "max"):
             if key in spec:
-                _require(_is_number(spec[key]), filename, f"{path}.{key}", "must be a number")
+                _require(_is_number(spec[key]), filename, f"{path}.{key}", "must be a finite number")
                 out[key] = spec[key]
         if "min" in out and "max" in out:
             _require(out["min"] <= out["max"], filename, path, "min is above max")
@@ -265,7 +266,7 @@ def load_catalog(directory: Path, *, max_depth: int = 8, check_lock: bool = True
     if check_lock:
         from handlers.tracking.compatibility import check_against_lock  # local: keeps start-up import light
 
-        check_against_lock(types, directory / LOCK_FILE)
+        check_against_lock(types, directory / LOCK_FILE, spec["properties"])
     return Catalog(types=types, context_check=context_check,
                    context_pii_paths=frozenset(pii_paths(spec["properties"])), max_depth=max_depth,
                    context_properties=spec["properties"])

@@ -7,6 +7,7 @@ import sys
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from letgo.services import free_port, wait_until
 
@@ -20,6 +21,7 @@ class MotoServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
 
     def _up(self) -> bool:
         try:
@@ -29,7 +31,8 @@ class MotoServer:
             return False
 
     def start(self) -> "MotoServer":
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self._log = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 - closed in stop()
+        log = self._log or subprocess.DEVNULL
         env = {**os.environ, **FAKE_CREDENTIALS}
         self._process = subprocess.Popen(
             [sys.executable, "-m", "letgo.services.moto_launcher", "-H", "127.0.0.1", "-p", str(self.port)],
@@ -45,6 +48,9 @@ class MotoServer:
             except subprocess.TimeoutExpired:
                 self._process.kill()
         self._process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def __enter__(self) -> "MotoServer":
         return self.start()

@@ -51,10 +51,23 @@ def paths(template: dict[str, Any]) -> dict[str, str]:
     return {name: path(name) for name in resources}
 
 
+PARTITION_KEY_PATHS = ("$.batch[0].userId", "$.batch[0].anonymousId", "$.userId", "$.anonymousId")
+
+
 def apply_request_template(vtl: str, body: bytes, request_id: str) -> dict[str, Any]:
-    """What API Gateway does with the request template: the only VTL in it is these two expressions."""
-    rendered = vtl.replace("$util.base64Encode($input.body)", base64.b64encode(body).decode())
-    rendered = rendered.replace("$context.requestId", request_id)
+    """What API Gateway does with the request template: a partition-key preamble (#set/#if over $input.path,
+    emulated for exactly those paths, in that order), then the JSON line with two expressions."""
+    *preamble, line = vtl.split("\n")
+    assert [p for p in PARTITION_KEY_PATHS if any(p in s for s in preamble)] == list(PARTITION_KEY_PATHS)
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        payload = {}
+    candidates = [(payload.get("batch") or [{}])[0].get("userId"), (payload.get("batch") or [{}])[0].get("anonymousId"),
+                  payload.get("userId"), payload.get("anonymousId")] if isinstance(payload, dict) else []
+    key = next((c for c in candidates if c), request_id)
+    rendered = line.replace("$util.base64Encode($input.body)", base64.b64encode(body).decode())
+    rendered = rendered.replace('$util.escapeJavaScript(\"$key\")', key)
     assert "$" not in rendered, f"VTL this test does not emulate: {vtl}"
     return json.loads(rendered)
 
@@ -108,7 +121,9 @@ def test_each_route_puts_the_whole_body_as_one_record_on_the_kinesis_layers_stre
         for content_type, vtl in integration["RequestTemplates"].items():
             request = apply_request_template(vtl, body, "req-1")
             assert request == {"StreamName": stream_name, "Data": base64.b64encode(body).decode(),
-                               "PartitionKey": "req-1"}, content_type
+                               "PartitionKey": "req-1"}, content_type  # no user in the body: the request id
+            by_user = b'{"batch": [{"type": "track", "event": "Lead", "anonymousId": "anon-7"}]}'
+            assert apply_request_template(vtl, by_user, "req-2")["PartitionKey"] == "anon-7"
         responses = {r["StatusCode"]: r for r in integration["IntegrationResponses"]}
         assert json.loads(responses["200"]["ResponseTemplates"]["application/json"]) == {"success": True}
         assert "SelectionPattern" not in responses["200"]

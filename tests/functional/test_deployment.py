@@ -164,3 +164,18 @@ def test_database_is_private_encrypted_with_managed_credentials(rendered):
         assert instances and all(i.get("PubliclyAccessible") is False for i in instances)
     prod = template(rendered, "PROD", "aurora")["Resources"]
     assert [r["Properties"]["DeletionProtection"] for r in prod.values() if r["Type"] == "AWS::RDS::DBCluster"] == [True]
+
+
+def test_statistics_replay_parameter_restarts_the_mapping_at_that_time(tmp_path):
+    """`letgo metrics replay --stage` deploys with replay_from: the mapping is replaced AT_TIMESTAMP."""
+    import yaml
+
+    parameters = yaml.safe_load((REPO / "environments" / "parameters.yaml").read_text())
+    parameters["DEV"]["statistics_replay_from"] = 1764151200
+    changed = tmp_path / "parameters.yaml"
+    changed.write_text(yaml.safe_dump(parameters))
+    humilis("render", "--stage", "DEV", "--out", str(tmp_path / "out"), "--parameters", str(changed))
+    resources = load(tmp_path / "out" / "DEV" / "statistics.json")["Resources"]
+    [mapping] = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    assert mapping["StartingPosition"] == "AT_TIMESTAMP" and mapping["StartingPositionTimestamp"] == 1764151200
+    assert mapping["MaximumRecordAgeInSeconds"] == -1

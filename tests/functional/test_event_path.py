@@ -154,3 +154,16 @@ def test_lambda_handler_reports_partial_batch_failures(stage):
     consumer.warehouse.firehose = real
     assert lambda_consumer.handler(event, Context()) == {"batchItemFailures": []}
     assert len(pg_message_ids(stage)) == len(sequence_numbers) == inventory(stage).firehose_distinct
+
+
+def test_valid_event_too_big_for_firehose_is_quarantined_not_retried_forever(stage):
+    """Kinesis takes 1 MiB, Firehose 1,000 KiB: a valid ~1.01 MB event must not become a poison record."""
+    big = orjson.loads(lead())
+    big["context"]["padding"] = {f"k{i}": "x" * 1000 for i in range(1030)}  # undeclared context keys are kept
+    assert 1000 * 1024 < len(orjson.dumps(big)) < 1024 * 1024  # fits Kinesis, not Firehose
+    send(stage, [orjson.dumps(big), lead()])
+    stage.mapping.drain()
+    inv = inventory(stage)
+    assert inv.quarantined_by_reason == {"record_too_large": 1}
+    assert inv.postgres_rows == 1 == inv.firehose_distinct
+    assert stage.mapping.stats.partial_failures == 0 and stage.mapping.stats.sent_to_on_failure == 0

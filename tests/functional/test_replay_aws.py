@@ -1,9 +1,9 @@
-"""The AWS side of a replay, against moto's Lambda API: disable, delete rows from T, recreate at AT_TIMESTAMP."""
+"""The AWS side of a replay, against moto's Lambda API: disable the mapping, delete rows from T, redeploy at T."""
 from __future__ import annotations
 
 import io
 import zipfile
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
@@ -15,7 +15,7 @@ from letgo.replay import replay_aws
 pytestmark = pytest.mark.functional
 
 
-def test_replay_recreates_the_mapping_at_the_timestamp_and_deletes_rows_from_it(stage):
+def test_replay_disables_the_mapping_deletes_rows_from_t_and_redeploys_at_t(stage):
     iam, lambda_, kinesis = client("iam"), client("lambda"), client("kinesis")
     role = iam.create_role(RoleName="statistics-replay-test", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
     code = io.BytesIO()
@@ -37,14 +37,18 @@ def test_replay_recreates_the_mapping_at_the_timestamp_and_deletes_rows_from_it(
 
     since = datetime(2026, 11, 26, 10, 1, 30, tzinfo=timezone.utc)
     sink = MetricSink(stage.postgres.dsn)
-    report, new_uuid = replay_aws(lambda_, mapping_uuid=original["UUID"], since=since, sink=sink,
-                                  window_seconds=60, wait=lambda _s: None)
+    deployed = []
 
+    def deploy(at):  # `humilis update` with replay_from (the template side: tests/functional/test_deployment.py)
+        assert lambda_.get_event_source_mapping(UUID=original["UUID"])["State"] == "Disabled"
+        deployed.append(at)
+
+    report = replay_aws(lambda_, function_name="statistics-replay-test", since=since, sink=sink, window_seconds=60,
+                        retention=timedelta(hours=168), deploy=deploy, wait=lambda _s: None,
+                        now=datetime(2026, 11, 26, 12, tzinfo=timezone.utc))
     assert report.since == datetime(2026, 11, 26, 10, 1, tzinfo=timezone.utc)  # aligned to its stream window
-    assert report.rows_deleted == 2
-    mappings = lambda_.list_event_source_mappings(FunctionName=function)["EventSourceMappings"]
-    assert [m["UUID"] for m in mappings] == [new_uuid] != [original["UUID"]]
-    [recreated] = mappings
-    assert recreated["StartingPosition"] == "AT_TIMESTAMP"
-    assert recreated["EventSourceArn"] == stream_arn and recreated["TumblingWindowInSeconds"] == 60
-    assert recreated["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert report.rows_deleted == 2 and deployed == [report.since]
+
+    with pytest.raises(ValueError, match="beyond the stream's retention"):
+        replay_aws(lambda_, function_name="statistics-replay-test", since=since, sink=sink, window_seconds=60,
+                   retention=timedelta(hours=1), deploy=deploy, now=datetime(2026, 11, 30, tzinfo=timezone.utc))

@@ -35,7 +35,7 @@ def rejection(raw: bytes, *, event_type="UserSignedUp", reason=Reason.MISSING_FI
 @pytest.fixture(scope="module")
 def reporter():
     catalog = load_catalog(EVENT_TYPES)
-    return ProblemReporter("test", {n: t.pii_paths for n, t in catalog.types.items()}, catalog.context_pii_paths)
+    return ProblemReporter.for_catalog("test", catalog)
 
 
 def test_scrub_pii_paths_and_identity_replaced_without_mutating_input():
@@ -70,7 +70,7 @@ def test_sample_user_signed_up_contains_no_personal_data(reporter):
 def test_sample_identify_traits_scrubbed(reporter):
     raw = orjson.dumps({"type": "identify", "userId": "u-secret-1", "traits": {"email": EMAIL}})
     sample = reporter.sample(rejection(raw, event_type="Identify"))
-    assert sample["traits"] == SCRUBBED and EMAIL.encode() not in orjson.dumps(sample)
+    assert sample["traits"] == {"email": SCRUBBED} and EMAIL.encode() not in orjson.dumps(sample)
 
 
 def test_sample_unknown_event_type_still_scrubs_context(reporter):
@@ -125,3 +125,20 @@ def test_report_same_problem_other_release_shares_fingerprint(reporter, sentry_f
     [issue] = read_local_alerts(sentry_file)
     assert (issue["events"], issue["count"]) == (2, 2)
     assert dict(issue["app_versions"]) == {"4.12.0": 1, "5.0.0": 1}
+
+
+def test_sample_hides_undeclared_fields_where_broken_apps_put_personal_data(catalog):
+    """Allow-list: an undeclared property, an unknown type's properties, undeclared context keys."""
+    reporter = ProblemReporter.for_catalog("test", catalog)
+    leaky = [
+        {"type": "Lead", "messageId": "m", "properties": {"item_id": "it-1", "buyer_email": "john@x.com"}},
+        {"type": "ItemTeleported", "messageId": "m", "properties": {"phone": "+34 600 000 000"}},
+        {"type": "Lead", "messageId": "m", "context": {"email": "john@x.com", "app": {"version": "4.1"}}},
+        {"type": "alias", "messageId": "m", "previousId": "john@x.com"},
+    ]
+    for document, event_type in zip(leaky, ["Lead", "ItemTeleported", "Lead", None]):
+        rejection = Rejection(Reason.UNKNOWN_PROPERTY, None, "x", "1", 0, event_type, None, orjson.dumps(document))
+        text = orjson.dumps(reporter.sample(rejection)).decode()
+        assert "john@x.com" not in text and "600 000" not in text, text
+    kept = reporter.sample(Rejection(Reason.UNKNOWN_PROPERTY, None, "x", "1", 0, "Lead", None, orjson.dumps(leaky[0])))
+    assert kept["properties"]["item_id"] == "it-1" and kept["type"] == "Lead"  # declared, not personal: kept

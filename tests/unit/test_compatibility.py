@@ -136,3 +136,18 @@ def test_breaking_changes_narrowing_yields_sentence(old, new, expected):
 def test_breaking_changes_changed_type_reports_only_type():
     old, new = {"a": s("integer", max=5)}, {"a": s("string", required=True, max_length=1)}
     assert list(breaking_changes(old, new)) == ["properties.a changed type integer -> string"]
+
+
+def test_context_tightening_is_refused_like_a_type_change(tmp_path):
+    import shutil
+
+    from handlers.tracking.event_types import load_catalog
+
+    target = tmp_path / "event_types"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "event_types", target)
+    context = (target / "_context.yaml").read_text()
+    (target / "_context.yaml").write_text(context.replace("locale: {type: string, max_length: 35",
+                                                          "locale: {type: string, max_length: 10"))
+    with pytest.raises(DefinitionError) as refused:
+        load_catalog(target)
+    assert refused.value.filename == "_context.yaml" and "context.locale.max_length" in str(refused.value)

@@ -46,7 +46,7 @@ class FirehoseSink:
     def put(self, blobs: Sequence[bytes], keys: Sequence[str]) -> int:
         """Deliver every blob; ``keys[i]`` names blob i (its sequence number) in the error. Returns calls made."""
         oversized = [keys[i] for i, blob in enumerate(blobs) if len(blob) > MAX_RECORD_BYTES]
-        if oversized:  # the core caps record size well below this; reaching here is a bug, not bad input
+        if oversized:  # the consumer quarantines oversized documents first; reaching here is a bug
             raise SinkError(self.sink, f"{len(oversized)} documents over {MAX_RECORD_BYTES} bytes",
                             frozenset(oversized))
         calls = 0
