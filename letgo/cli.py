@@ -11,6 +11,9 @@
     letgo metrics show NAME [--last N] a metric's last windows as a table (the running local stage by default)
     letgo metrics chart NAME [--out P] the same windows as a PNG chart (default under reports/)
     letgo metrics replay --since T     stop statistics, delete windows from T, recompute from T, restart
+    letgo warehouse sync               copy the local stage's Firehose output into the AWS layout (.local/warehouse)
+    letgo warehouse query SQL | --file F   run SQL on it (DuckDB; views events.<type>, events.all_events)
+    letgo warehouse prompt             the same, interactively (`sql> `, `;` ends a statement, \\q quits)
 """
 from __future__ import annotations
 
@@ -385,6 +388,60 @@ def cmd_stage_down(args: argparse.Namespace) -> int:
     return 1
 
 
+WAREHOUSE_DIR = REPO_ROOT / ".local" / "warehouse"
+
+
+def cmd_warehouse(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from letgo.warehouse.local import LocalWarehouse, format_table, materialise, repl
+
+    target = Path(args.dir)
+    if args.action == "sync":
+        from handlers.core.aws import client
+        from letgo.progress import Progress
+        from letgo.stage import StageNames
+
+        if not STAGE_FILE.exists():
+            raise SystemExit("no local stage is running: start one with `letgo stage up` (sync reads its Firehose "
+                             "output)")
+        _stage_info()  # the running local stage's endpoint and credentials
+        bucket = args.bucket or StageNames().processed_bucket
+        events = materialise(client("s3"), bucket, target, progress=Progress("firehose objects"))
+        print(f"materialised {events:,} distinct events from s3://{bucket}/events/ into {target / 'events'}")
+        return 0
+    if args.action == "query":
+        if bool(args.sql) == bool(args.file):
+            print("error: query needs SQL or --file (one of them)", file=sys.stderr)
+            return 2
+        sql = Path(args.file).read_text() if args.file else args.sql
+        with LocalWarehouse(target, event_types=Path(args.event_types)) as warehouse:
+            try:
+                print(format_table(*warehouse.query(sql), limit=args.limit))
+            except duckdb.Error as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+        return 0
+    try:
+        import readline
+    except ImportError:  # e.g. Windows without pyreadline: a prompt without history
+        readline = None  # type: ignore[assignment]
+    history = target / ".sql_history"
+    if readline is not None:
+        target.mkdir(parents=True, exist_ok=True)
+        try:
+            readline.read_history_file(history)
+        except OSError:
+            pass
+    with LocalWarehouse(target, event_types=Path(args.event_types)) as warehouse:
+        try:
+            repl(warehouse, limit=args.limit)
+        finally:
+            if readline is not None:
+                readline.write_history_file(history)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="letgo", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -438,6 +495,16 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_argument("--metrics-dir", default=str(REPO_ROOT / "metrics"))
     metrics.add_argument("--event-types", default=str(REPO_ROOT / "event_types"))
     metrics.set_defaults(func=cmd_metrics)
+
+    warehouse = sub.add_parser("warehouse", help="the local warehouse: events by type and day, queried with SQL")
+    warehouse.add_argument("action", choices=["sync", "query", "prompt"])
+    warehouse.add_argument("sql", nargs="?", help="query: the SQL to run")
+    warehouse.add_argument("--file", help="query: read the SQL from this file")
+    warehouse.add_argument("--dir", default=str(WAREHOUSE_DIR), help="the warehouse folder (default .local/warehouse)")
+    warehouse.add_argument("--bucket", help="sync: the processed-events bucket (default: the local stage's)")
+    warehouse.add_argument("--limit", type=int, default=200, help="print at most this many rows (default 200)")
+    warehouse.add_argument("--event-types", default=str(REPO_ROOT / "event_types"))
+    warehouse.set_defaults(func=cmd_warehouse)
     return parser
 
 

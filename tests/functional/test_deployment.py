@@ -179,3 +179,84 @@ def test_statistics_replay_parameter_restarts_the_mapping_at_that_time(tmp_path)
     [mapping] = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
     assert mapping["StartingPosition"] == "AT_TIMESTAMP" and mapping["StartingPositionTimestamp"] == 1764151200
     assert mapping["MaximumRecordAgeInSeconds"] == -1
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_firehose_partitions_processed_events_by_type_and_event_date(rendered, stage):
+    resources = template(rendered, stage, "kinesis")["Resources"]
+    [stream] = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::KinesisFirehose::DeliveryStream"]
+    s3 = stream["ExtendedS3DestinationConfiguration"]
+    assert s3["Prefix"] == "events/type=!{partitionKeyFromQuery:type}/dt=!{partitionKeyFromQuery:dt}/"
+    assert s3["ErrorOutputPrefix"].startswith("errors/")
+    assert s3["DynamicPartitioningConfiguration"]["Enabled"] is True
+    assert s3["BufferingHints"]["SizeInMBs"] >= 64  # the minimum with dynamic partitioning
+    processing = s3["ProcessingConfiguration"]
+    assert processing["Enabled"] is True
+    [extraction] = [p for p in processing["Processors"] if p["Type"] == "MetadataExtraction"]
+    parameters = {p["ParameterName"]: p["ParameterValue"] for p in extraction["Parameters"]}
+    assert parameters == {"MetadataExtractionQuery": "{type: .type, dt: .timestamp[0:10]}", "JsonParsingEngine": "JQ-1.6"}
+    # the consumer ends every Firehose record with "\n" itself, so Firehose must not append a second one
+    assert not any(p["Type"] == "AppendDelimiterToRecord" for p in processing["Processors"])
+
+
+@pytest.mark.parametrize("stage", [s for s in STAGES if "jupyterhub" not in DISABLED.get(s, set())])
+def test_notebooks_run_on_a_private_imdsv2_spot_instance_with_a_read_only_role(rendered, stage):
+    from deploy.humilis_run import placeholder
+
+    resources = template(rendered, stage, "jupyterhub")["Resources"]
+    by_type = {}
+    for name, resource in resources.items():
+        by_type.setdefault(resource["Type"], []).append((name, resource["Properties"]))
+
+    # one spot instance (one-time request), IMDSv2 only, encrypted gp3 root volume, no public IP
+    [(template_name, launch_template)] = by_type["AWS::EC2::LaunchTemplate"]
+    data = launch_template["LaunchTemplateData"]
+    market = data["InstanceMarketOptions"]
+    assert market["MarketType"] == "spot" and market["SpotOptions"]["SpotInstanceType"] == "one-time"
+    assert float(market["SpotOptions"]["MaxPrice"]) > 0
+    assert data["MetadataOptions"]["HttpTokens"] == "required"
+    [root] = data["BlockDeviceMappings"]
+    assert root["Ebs"]["VolumeType"] == "gp3" and root["Ebs"]["Encrypted"] is True
+    assert root["Ebs"]["KmsKeyId"] == placeholder("DataKeyArn", stage)
+    [interface] = data["NetworkInterfaces"]
+    assert interface["AssociatePublicIpAddress"] is False
+    assert interface["SubnetId"] == placeholder("PrivateSubnetIds", stage).split(",")[0]
+    [(_, instance)] = by_type["AWS::EC2::Instance"]
+    assert instance["LaunchTemplate"]["LaunchTemplateId"] == {"Ref": template_name}
+    assert not {"NetworkInterfaces", "SubnetId", "InstanceMarketOptions"} & set(instance)  # all from the template
+    user_data = data["UserData"]["Fn::Base64"]["Fn::Sub"]
+    assert "--ip 127.0.0.1" in user_data and "systemctl enable" in user_data
+    assert not any(word in user_data.lower() for word in ("password", "aws_secret", "token=")), "a secret in user data"
+
+    # no ingress at all (Session Manager); egress HTTPS and Redshift inside the VPC only
+    [(_, group)] = by_type["AWS::EC2::SecurityGroup"]
+    assert not group.get("SecurityGroupIngress")
+    assert not [r for r in by_type.get("AWS::EC2::SecurityGroupIngress", [])]
+    egress = {(rule["FromPort"], rule["ToPort"], rule["CidrIp"]) for rule in group["SecurityGroupEgress"]}
+    assert egress == {(443, 443, "0.0.0.0/0"), (5439, 5439, placeholder("VpcCidr", stage))}
+
+    # the role: Session Manager's managed policy, otherwise read-only and scoped
+    [(_, role)] = by_type["AWS::IAM::Role"]
+    assert role["ManagedPolicyArns"] == [{"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"}]
+    allowed = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
+    actions = {a for s in allowed for a in as_list(s["Action"])}
+    assert not any("*" in a for a in actions), actions
+    assert {a for a in actions if a.startswith("s3:")} <= {"s3:GetObject", "s3:ListBucket", "s3:GetBucketLocation"}
+    assert {a for a in actions if a.startswith("kms:")} == {"kms:Decrypt"}
+    assert all(a.split(":")[1].startswith(("Get", "List", "BatchGet", "Describe", "Decrypt", "JoinGroup"))
+               for a in actions), actions
+    assert "redshift:GetClusterCredentialsWithIAM" not in actions  # its IAMR: user cannot be put in a group
+    for statement in allowed:
+        assert "*" not in as_list(statement["Resource"]), statement
+    bucket_arns = {placeholder("ProcessedBucketArn", stage), placeholder("RawBucketArn", stage)}
+    [read] = [s for s in allowed if "s3:GetObject" in as_list(s["Action"])]
+    assert set(as_list(read["Resource"])) == {f"{arn}/*" for arn in bucket_arns}
+
+    def redshift_resources(action):
+        return [r["Fn::Sub"] for s in allowed if action in as_list(s["Action"]) for r in as_list(s["Resource"])]
+
+    cluster = placeholder("ClusterIdentifier", stage)
+    prefix = "arn:${AWS::Partition}:redshift:${AWS::Region}:${AWS::AccountId}:"
+    assert redshift_resources("redshift:JoinGroup") == [f"{prefix}dbgroup:{cluster}/data_science"]
+    assert sorted(redshift_resources("redshift:GetClusterCredentials")) == sorted(
+        [f"{prefix}dbuser:{cluster}/notebook_*", f"{prefix}dbname:{cluster}/warehouse"])

@@ -1,0 +1,5 @@
+"""The warehouse: the processed events by type and day.
+
+``ddl`` generates the Redshift side from ``event_types/*.yaml`` (cluster tables, COPY jsonpaths, Spectrum
+external tables, union views, ``migrations/redshift/``); ``local`` serves the same layout locally with DuckDB.
+"""
