@@ -28,31 +28,31 @@ def _rate(x: float) -> str:
     return f"{x:,.0f}/s"
 
 
+def _row(label: str, workload: str, candidate: dict[str, Any], baseline: dict[str, Any],
+         ratio: dict[str, Any]) -> str:
+    ok = "yes" if ratio["value"] >= ratio["goal"] else "NO"
+    return (f"{label:<30} {workload:<12} {_rate(candidate['best_per_second']):>12} "
+            f"{_rate(baseline['best_per_second']):>12} {ratio['value']:>7.2f} "
+            f"{'>= ' + format(ratio['goal'], 'g'):>7}  {ok}")
+
+
 def table(report: dict[str, Any]) -> str:
     head = f"{'benchmark':<30} {'workload':<12} {'candidate':>12} {'baseline':>12} {'ratio':>7} {'goal':>7}  ok"
     lines = [head, "-" * len(head)]
     for core in report["event_core"]:
         v = core["variants"]
         for label, base in (("core/floor", "floor"), ("core/jsonschema", "jsonschema")):
-            ratio = core["ratios"][label]
-            lines.append(f"{'event core vs ' + base:<30} {core['workload']:<12} "
-                         f"{_rate(v['core']['best_per_second']):>12} {_rate(v[base]['best_per_second']):>12} "
-                         f"{ratio['value']:>7.2f} {'>= ' + format(ratio['goal'], 'g'):>7}  "
-                         f"{'yes' if ratio['value'] >= ratio['goal'] else 'NO'}")
+            lines.append(_row(f"event core vs {base}", core["workload"], v["core"], v[base], core["ratios"][label]))
     stats = report.get("statistics")
     if stats:
-        v, ratio = stats["variants"], stats["ratios"]["aggregate/floor"]
-        lines.append(f"{'aggregation vs core floor':<30} {stats['workload']:<12} "
-                     f"{_rate(v['aggregate']['best_per_second']):>12} {_rate(v['floor']['best_per_second']):>12} "
-                     f"{ratio['value']:>7.2f} {'>= ' + format(ratio['goal'], 'g'):>7}  "
-                     f"{'yes' if ratio['value'] >= ratio['goal'] else 'NO'}")
+        v = stats["variants"]
+        lines.append(_row("aggregation vs core floor", stats["workload"], v["aggregate"], v["floor"],
+                          stats["ratios"]["aggregate/floor"]))
     pg = report.get("postgres")
     if pg:
-        v, ratio = pg["variants"], pg["ratios"]["sink/raw_copy"]
-        lines.append(f"{'PostgresSink vs raw COPY':<30} {pg['workload']:<12} "
-                     f"{_rate(v['sink']['best_per_second']):>12} {_rate(v['raw_copy']['best_per_second']):>12} "
-                     f"{ratio['value']:>7.2f} {'>= ' + format(ratio['goal'], 'g'):>7}  "
-                     f"{'yes' if ratio['value'] >= ratio['goal'] else 'NO'}")
+        v = pg["variants"]
+        lines.append(_row("PostgresSink vs raw COPY", pg["workload"], v["sink"], v["raw_copy"],
+                          pg["ratios"]["sink/raw_copy"]))
     lines.append("")
     lines.append("rates: best of the alternating rounds (events/s, rows/s for PostgreSQL); ratio = candidate/baseline")
     return "\n".join(lines)

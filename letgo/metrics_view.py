@@ -239,25 +239,29 @@ def create_app(dsn: str, metrics: MetricSet | Iterable[MetricDefinition]) -> Fla
     def list_metrics() -> Any:
         return jsonify(metrics=[describe(definitions[name]) for name in sorted(definitions)])
 
-    @app.get("/metrics/<name>")
-    def metric_windows(name: str) -> Any:
+    def metric_and_rows(name: str) -> tuple[MetricDefinition, list[dict[str, Any]]] | Any:
+        """(the metric, its last windows), or the error response to return as it is."""
         metric = lookup(name)
         if not isinstance(metric, MetricDefinition):
             return metric
         rows = last_rows(metric)
-        if not isinstance(rows, list):
-            return rows
-        windows = group_windows(metric, rows)
-        return jsonify(metric=describe(metric), last=parse_last(request.args.get("last")), windows=windows)
+        return (metric, rows) if isinstance(rows, list) else rows
+
+    @app.get("/metrics/<name>")
+    def metric_windows(name: str) -> Any:
+        found = metric_and_rows(name)
+        if not isinstance(found[0], MetricDefinition):  # errors are (response, status) tuples
+            return found
+        metric, rows = found
+        return jsonify(metric=describe(metric), last=parse_last(request.args.get("last")),
+                       windows=group_windows(metric, rows))
 
     @app.get("/metrics/<name>/chart.png")
     def metric_chart(name: str) -> Any:
-        metric = lookup(name)
-        if not isinstance(metric, MetricDefinition):
-            return metric
-        rows = last_rows(metric)
-        if not isinstance(rows, list):
-            return rows
+        found = metric_and_rows(name)
+        if not isinstance(found[0], MetricDefinition):  # errors are (response, status) tuples
+            return found
+        metric, rows = found
         return Response(chart_png(metric, rows), mimetype="image/png", headers={"Cache-Control": "no-store"})
 
     return app
