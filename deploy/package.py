@@ -37,6 +37,9 @@ PACKAGES = {
     "statistics": {"code": ["handlers"], "data": ["event_types", "config", "metrics"]},
     # stdlib + the runtime's boto3 only: no wheels, just the modules it imports
     "authorizer": {"code": ["handlers/__init__.py", "handlers/collector"], "data": [], "requirements": False},
+    # the warehouse loader: the runtime's boto3 only (Redshift Data API, S3)
+    "warehouse": {"code": ["handlers/__init__.py", "handlers/core/__init__.py", "handlers/core/aws.py",
+                           "handlers/warehouse"], "data": [], "requirements": False},
 }
 SKIP_PARTS = {"__pycache__", ".pytest_cache"}
 

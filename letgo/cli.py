@@ -14,6 +14,8 @@
     letgo warehouse sync               copy the local stage's Firehose output into the AWS layout (.local/warehouse)
     letgo warehouse query SQL | --file F   run SQL on it (DuckDB; views events.<type>, events.all_events)
     letgo warehouse prompt             the same, interactively (`sql> `, `;` ends a statement, \\q quits)
+    letgo warehouse migrate --stage S  apply migrations/redshift/ to a deployed stage's cluster, publish load specs
+    letgo warehouse load --stage S --day D [--type T]   (re)load a day's delivered objects (idempotent re-drive)
 """
 from __future__ import annotations
 
@@ -391,7 +393,57 @@ def cmd_stage_down(args: argparse.Namespace) -> int:
 WAREHOUSE_DIR = REPO_ROOT / ".local" / "warehouse"
 
 
+def cmd_warehouse_aws(args: argparse.Namespace) -> int:
+    """migrate / load against a deployed stage (its stacks' outputs say where everything is)."""
+    from datetime import date
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from handlers.core.aws import client
+    from handlers.warehouse.loader import Loader, parse_key
+    from handlers.warehouse.redshift_data import RedshiftData, StatementFailed, Target
+    from letgo.progress import Progress
+    from letgo.warehouse.ddl import CLUSTER_DAYS
+    from letgo.warehouse.migrate import MigrationError, Migrator, StageWarehouse
+
+    if not args.stage:
+        raise SystemExit(f"warehouse {args.action} works on a deployed stage: pass --stage DEV (or PROD)")
+    try:
+        stage = StageWarehouse.from_stacks(client("cloudformation"), args.stage)
+        redshift = RedshiftData(Target(stage.cluster_id, stage.database, stage.secret_arn))
+        if args.action == "migrate":
+            report = Migrator(redshift, s3=client("s3"), bucket=stage.processed_bucket,
+                              glue_database=stage.glue_database, spectrum_role_arn=stage.spectrum_role_arn,
+                              directory=REPO_ROOT / "migrations" / "redshift").apply()
+            print(f"applied {len(report.applied)} migration(s), {report.statements} statement(s); "
+                  f"load specs for {len(report.specs)} event types")
+            return 0
+        if not args.day:
+            raise SystemExit("warehouse load needs --day YYYY-MM-DD")
+        day = date.fromisoformat(args.day)
+        loader = Loader(redshift, bucket=stage.processed_bucket, role_arn=stage.spectrum_role_arn,
+                        cluster_days=CLUSTER_DAYS)
+        s3 = client("s3")
+        types = [args.type] if args.type else [spec.event_type for spec in loader.specs()]
+        keys = [o["Key"] for t in types
+                for page in s3.get_paginator("list_objects_v2").paginate(
+                    Bucket=stage.processed_bucket, Prefix=f"events/type={t}/dt={day.isoformat()}/")
+                for o in page.get("Contents", [])]
+        progress = Progress("objects", total=len(keys))
+        for done, key in enumerate(keys, 1):
+            loader.load(parse_key(stage.processed_bucket, key))
+            progress(done)
+        progress.finish()
+        print(f"loaded {len(keys)} object(s) of {day} for {len(types)} event type(s)")
+        return 0
+    except (MigrationError, StatementFailed, BotoCoreError, ClientError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
 def cmd_warehouse(args: argparse.Namespace) -> int:
+    if args.action in ("migrate", "load"):
+        return cmd_warehouse_aws(args)
     import duckdb
 
     from letgo.warehouse.local import LocalWarehouse, format_table, materialise, repl
@@ -497,13 +549,16 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.set_defaults(func=cmd_metrics)
 
     warehouse = sub.add_parser("warehouse", help="the local warehouse: events by type and day, queried with SQL")
-    warehouse.add_argument("action", choices=["sync", "query", "prompt"])
+    warehouse.add_argument("action", choices=["sync", "query", "prompt", "migrate", "load"])
     warehouse.add_argument("sql", nargs="?", help="query: the SQL to run")
     warehouse.add_argument("--file", help="query: read the SQL from this file")
     warehouse.add_argument("--dir", default=str(WAREHOUSE_DIR), help="the warehouse folder (default .local/warehouse)")
     warehouse.add_argument("--bucket", help="sync: the processed-events bucket (default: the local stage's)")
     warehouse.add_argument("--limit", type=int, default=200, help="print at most this many rows (default 200)")
     warehouse.add_argument("--event-types", default=str(REPO_ROOT / "event_types"))
+    warehouse.add_argument("--stage", help="migrate/load: the deployed stage (DEV, PROD)")
+    warehouse.add_argument("--day", help="load: the UTC day of the objects to (re)load, YYYY-MM-DD")
+    warehouse.add_argument("--type", help="load: only this event type (default: every type with a load spec)")
     warehouse.set_defaults(func=cmd_warehouse)
     return parser
 

@@ -12,10 +12,8 @@ The layout, per event type ``ItemListed`` (table ``item_listed``):
   and lists stay ``SUPER``). ``DISTSTYLE AUTO`` (Redshift picks and changes it as the table grows; no single
   join key fits every type) and ``SORTKEY(event_time)`` (every analysis is time-bounded, and the union view
   cuts on it). Loaded by ``COPY ... FORMAT AS JSON '<jsonpaths>'`` from the Firehose JSON lines
-  (:meth:`handlers.tracking.core.Event.to_document`); :func:`jsonpaths` is that file, :func:`copy_command`
-  the statement. Firehose's Redshift destination runs this COPY (per type, with an explicit column list so
-  that columns added later by ``ALTER TABLE`` may sit anywhere in the physical order); the exact wiring lands
-  with the layer later — until then :func:`copy_command` is also the manual (re)load.
+  (:meth:`handlers.tracking.core.Event.to_document`); :func:`jsonpaths` is that file and :func:`load_spec`
+  what the warehouse loader (:mod:`handlers.warehouse.loader`) needs to COPY each delivered object.
 * ``history.item_listed`` — a Spectrum external table over every event ever delivered,
   ``s3://<processed>/events/type=ItemListed/dt=<YYYY-MM-DD>/`` (Firehose dynamic partitioning; ``dt`` is the
   UTC date of the event's own ``timestamp``, not of its arrival, so the view's split below is exact). The
@@ -82,6 +80,7 @@ MAX_VARCHAR = 65535
 BYTES_PER_CHAR = 4  # UTF-8
 MESSAGE_ID_CHARS, USER_ID_CHARS = 128, 256  # config/tracking.yaml: limits.max_message_id_length / max_user_id_length
 JSON_SERDE = "org.openx.data.jsonserde.JsonSerDe"
+JSONPATHS_PREFIX = "warehouse/jsonpaths/"
 
 # Redshift's reserved words (docs: "Reserved words"), lower case.
 RESERVED = frozenset("""
@@ -198,7 +197,7 @@ def create_table(event_type: EventType) -> str:
 
 
 def jsonpaths(event_type: EventType) -> dict[str, list[str]]:
-    """The COPY jsonpaths file: one path per column of :func:`copy_command`'s column list, same order."""
+    """The COPY jsonpaths file: one path per column of :func:`load_spec`'s COPY column list, same order."""
     return {"jsonpaths": [c.json_path for c in columns(event_type)]}
 
 
@@ -207,22 +206,21 @@ def s3_prefix(event_type: EventType | str, bucket: str = BUCKET) -> str:
     return f"s3://{bucket}/events/type={name}/"
 
 
-def jsonpaths_location(event_type: EventType, bucket: str = BUCKET) -> str:
-    return f"s3://{bucket}/jsonpaths/{table_name(event_type)}.json"
+def jsonpaths_key(event_type: EventType | str) -> str:
+    return f"{JSONPATHS_PREFIX}{table_name(event_type)}.json"
 
 
-def copy_command(event_type: EventType, bucket: str = BUCKET, role_arn: str = ROLE) -> str:
-    """COPY one type's Firehose output (all its days) into the cluster table.
+def load_spec(event_type: EventType, bucket: str, migration: str) -> dict[str, Any]:
+    """What the warehouse loader (:mod:`handlers.warehouse.loader`) needs to load one type's objects.
 
-    The explicit column list pairs with :func:`jsonpaths` by position, whatever the table's physical column
-    order after migrations. Not yet scheduled in AWS: Firehose's Redshift destination loads one table per
-    delivery stream, so per-type loading is meant to run this COPY as a Redshift auto-copy job per type
-    (README, warehouse section: what is left).
+    Published by ``letgo warehouse migrate`` after the matching DDL ran, with :func:`jsonpaths` beside it: the
+    COPY's explicit column list pairs with the jsonpaths by position, whatever the table's physical column
+    order after ``ALTER TABLE … ADD COLUMN``.
     """
-    names = ", ".join(ident(c.name) for c in columns(event_type))
-    return (f"COPY {_qualified(CLUSTER_SCHEMA, event_type)} ({names})\n"
-            f"FROM '{s3_prefix(event_type, bucket)}'\nIAM_ROLE '{role_arn}'\n"
-            f"FORMAT AS JSON '{jsonpaths_location(event_type, bucket)}'\nGZIP\nTIMEFORMAT 'auto'")
+    return {"event_type": event_type.name, "cluster_table": _qualified(CLUSTER_SCHEMA, event_type),
+            "history_table": _qualified(HISTORY_SCHEMA, event_type),
+            "columns": [ident(c.name) for c in columns(event_type)],
+            "jsonpaths": f"s3://{bucket}/{jsonpaths_key(event_type)}", "migration": migration}
 
 
 # -- Spectrum --------------------------------------------------------------------------------------------------
@@ -270,12 +268,6 @@ def external_table(event_type: EventType, bucket: str = BUCKET) -> str:
     return (f"CREATE EXTERNAL TABLE {_qualified(HISTORY_SCHEMA, event_type)} (\n    {body}\n)\n"
             f"PARTITIONED BY (dt DATE)\nROW FORMAT SERDE '{JSON_SERDE}'\nSTORED AS TEXTFILE\n"
             f"LOCATION '{s3_prefix(event_type, bucket)}'")
-
-
-def add_partition(event_type: EventType | str, day: str, bucket: str = BUCKET) -> str:
-    """Register one day of history (Firehose creates the folder; Spectrum only sees registered partitions)."""
-    return (f"ALTER TABLE {_qualified(HISTORY_SCHEMA, event_type)} ADD IF NOT EXISTS PARTITION (dt='{day}')\n"
-            f"LOCATION '{s3_prefix(event_type, bucket)}dt={day}/'")
 
 
 def _history_expression(column: Column, properties: Mapping[str, Mapping[str, Any]]) -> str:

@@ -260,3 +260,35 @@ def test_notebooks_run_on_a_private_imdsv2_spot_instance_with_a_read_only_role(r
     assert redshift_resources("redshift:JoinGroup") == [f"{prefix}dbgroup:{cluster}/data_science"]
     assert sorted(redshift_resources("redshift:GetClusterCredentials")) == sorted(
         [f"{prefix}dbuser:{cluster}/notebook_*", f"{prefix}dbname:{cluster}/warehouse"])
+
+
+def test_warehouse_loader_receives_every_delivered_object_and_keeps_failures(rendered):
+    """Processed bucket -> EventBridge -> loader (retries, then a queue); runs the packaged zip, scoped IAM."""
+    from deploy.humilis_run import placeholder
+
+    storage = template(rendered, "DEV", "storage")["Resources"]
+    assert storage["ProcessedBucket"]["Properties"]["NotificationConfiguration"] == {
+        "EventBridgeConfiguration": {"EventBridgeEnabled": True}}
+    resources = template(rendered, "DEV", "redshift")["Resources"]
+    function = resources["LoaderFunction"]["Properties"]
+    manifest = json.loads((REPO / "dist" / "manifest.json").read_text())
+    assert function["Code"]["S3Key"].endswith(manifest["warehouse"]["file"])
+    assert function["Handler"] == "handlers.warehouse.loader.handler"
+    variables = function["Environment"]["Variables"]
+    from letgo.warehouse.ddl import CLUSTER_DAYS
+    assert variables["CLUSTER_DAYS"] == str(CLUSTER_DAYS)  # the views' cutoff and the loader's window agree
+    bucket = placeholder("ProcessedBucketArn", "DEV").split(":")[-1]
+    assert variables["PROCESSED_BUCKET"] == bucket
+    assert variables["COPY_ROLE_ARN"] == {"Fn::GetAtt": ["SpectrumRole", "Arn"]}
+    rule = resources["DeliveredObjectsRule"]["Properties"]
+    assert rule["EventPattern"]["detail"] == {"bucket": {"name": [bucket]}, "object": {"key": [{"prefix": "events/type="}]}}
+    assert rule["Targets"][0]["Arn"] == {"Fn::GetAtt": ["LoaderFunction", "Arn"]}
+    invoke = resources["LoaderInvokeConfig"]["Properties"]
+    assert invoke["MaximumRetryAttempts"] == 2
+    assert invoke["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["LoaderFailureQueue", "Arn"]}
+    expire = resources["ExpireRule"]["Properties"]
+    assert json.loads(expire["Targets"][0]["Input"]) == {"action": "expire"} and expire["ScheduleExpression"]
+    policy = {s["Sid"]: s for s in resources["LoaderRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]}
+    assert policy["ReadLoadSpecs"]["Resource"].endswith("/warehouse/load/*")  # not the events themselves
+    assert policy["FollowOwnStatements"]["Condition"]  # "*" only for the caller's own statements
+    assert policy["RunStatementsOnTheCluster"]["Resource"]["Fn::Sub"].endswith(":cluster:letgo-warehouse-dev")

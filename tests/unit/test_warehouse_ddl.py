@@ -15,6 +15,7 @@ from sqlglot import exp
 from handlers.tracking.core import Event
 from handlers.tracking.errors import DefinitionError
 from handlers.tracking.event_types import EventType, load_catalog
+from handlers.warehouse import loader
 from letgo.warehouse import ddl
 
 pytestmark = pytest.mark.unit
@@ -75,8 +76,16 @@ def test_generated_statements_parse_as_redshift(name):
     view = parse_one(ddl.union_view(event_type))
     assert isinstance(view, exp.Create) and view.args["kind"] == "VIEW"
     assert isinstance(view.expression, exp.Union)
-    assert isinstance(parse_one(ddl.copy_command(event_type)), exp.Copy)
-    assert isinstance(parse_one(ddl.add_partition(event_type, "2026-11-26")), exp.Alter)
+    spec, obj = _load_spec_and_object(event_type)
+    assert isinstance(parse_one(loader.partition_statement(obj, spec)), exp.Alter)
+    parsed = [parse_one(s) for s in loader.load_statements(obj, spec, "arn:aws:iam::1:role/copy")]
+    assert [type(s) for s in parsed] == [exp.Create, exp.Copy, exp.Delete, exp.Insert, exp.Drop]
+    assert isinstance(parse_one(loader.expire_statement(spec, 30)), exp.Delete)
+
+
+def _load_spec_and_object(event_type):
+    spec = loader.LoadSpec.from_document(ddl.load_spec(event_type, "processed", "0001_initial"))
+    return spec, loader.parse_key("processed", f"events/type={event_type.name}/dt=2026-11-26/part-1.gz")
 
 
 def test_committed_initial_migration_parses_statement_by_statement():
@@ -175,9 +184,11 @@ def test_jsonpaths_line_up_with_columns_and_the_firehose_document():
     assert values["schema_version"] == 1 and values["context"] == {"locale": "es-ES"}
     assert (values["location_lat"], values["location_lon"], values["price"]) == (40.4, -3.7, 200.5)
     assert values["prop_language"] == "es" and values["city"] is None  # absent optional property -> NULL
-    copy = parse_one(ddl.copy_command(event_type))
+    spec, obj = _load_spec_and_object(event_type)
+    copy = parse_one(loader.load_statements(obj, spec, "arn:aws:iam::1:role/copy")[1])
     assert [c.name for c in copy.this.expressions] == [c.name for c in columns]  # the list pairs with jsonpaths
-    assert "'s3://{bucket}/events/type=ItemListed/'" in ddl.copy_command(event_type)
+    assert "'s3://processed/events/type=ItemListed/dt=2026-11-26/part-1.gz'" in copy.sql("redshift")
+    assert spec.jsonpaths == "s3://processed/warehouse/jsonpaths/item_listed.json"
 
 
 def test_union_view_selects_the_same_columns_on_both_sides():

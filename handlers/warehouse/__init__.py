@@ -1,0 +1,1 @@
+"""Warehouse run-time code: the loader that turns delivered objects into Redshift rows and Spectrum partitions."""
