@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable
@@ -143,10 +144,11 @@ class LoadResult:
 
 class Loader:
     def __init__(self, redshift: RedshiftData, *, bucket: str, role_arn: str, cluster_days: int = 30,
-                 s3: Any = None, today: Callable[[], date] = lambda: datetime.now(timezone.utc).date()) -> None:
+                 s3: Any = None, today: Callable[[], date] = lambda: datetime.now(timezone.utc).date(),
+                 spec_ttl_seconds: float = 300.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.redshift, self.bucket, self.role_arn, self.cluster_days = redshift, bucket, role_arn, cluster_days
-        self._s3, self._today = s3, today
-        self._specs: dict[str, LoadSpec] = {}
+        self._s3, self._today, self._clock, self.spec_ttl_seconds = s3, today, clock, spec_ttl_seconds
+        self._specs: dict[str, tuple[float, LoadSpec]] = {}
 
     @property
     def s3(self) -> Any:
@@ -155,8 +157,10 @@ class Loader:
         return self._s3
 
     def spec(self, event_type: str) -> LoadSpec:
-        """The type's load spec (cached for the container's life; a missing one is looked up again next time)."""
-        if event_type not in self._specs:
+        """The type's load spec, cached a few minutes: a migration's new columns are picked up soon after
+        ``migrate`` publishes them (objects loaded before that: ``letgo warehouse load`` replaces them)."""
+        cached = self._specs.get(event_type)
+        if cached is None or self._clock() - cached[0] > self.spec_ttl_seconds:
             try:
                 body = self.s3.get_object(Bucket=self.bucket, Key=f"{LOAD_SPECS_PREFIX}{event_type}.json")["Body"]
             except self.s3.exceptions.NoSuchKey:
@@ -164,8 +168,9 @@ class Loader:
                     f"no load spec s3://{self.bucket}/{LOAD_SPECS_PREFIX}{event_type}.json: the warehouse "
                     f"migration for {event_type} has not been applied (`letgo warehouse migrate --stage …`)"
                 ) from None
-            self._specs[event_type] = LoadSpec.from_document(json.loads(body.read()))
-        return self._specs[event_type]
+            cached = self._clock(), LoadSpec.from_document(json.loads(body.read()))
+            self._specs[event_type] = cached
+        return cached[1]
 
     def specs(self) -> list[LoadSpec]:
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=LOAD_SPECS_PREFIX)

@@ -6,6 +6,7 @@ tests/unit/test_warehouse_loader.py and parsed as Redshift SQL in tests/unit/tes
 """
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 
 import pytest
@@ -95,3 +96,16 @@ def test_expire_deletes_old_cluster_rows_of_every_published_type(published):
     types = sorted(p.stem for p in (REPO / "event_types").glob("[A-Z]*.yaml"))
     assert len(expired) == len(types) == len(redshift.single)
     assert all("DATEADD(day, -31, TRUNC(GETDATE()))" in sql for sql in redshift.single)
+
+
+def test_loader_picks_up_a_republished_spec_after_its_cache_expires(published):
+    now = [0.0]
+    loader = Loader(RecordingRedshift(), bucket=published, role_arn=ROLE, today=lambda: TODAY, clock=lambda: now[0])
+    assert loader.spec("Lead").migration != "0099_lead_v2"
+    s3 = client("s3")
+    key = f"{LOAD_SPECS_PREFIX}Lead.json"
+    document = json.loads(s3.get_object(Bucket=published, Key=key)["Body"].read())
+    s3.put_object(Bucket=published, Key=key, Body=json.dumps({**document, "migration": "0099_lead_v2"}).encode())
+    assert loader.spec("Lead").migration != "0099_lead_v2"  # still cached
+    now[0] += loader.spec_ttl_seconds + 1
+    assert loader.spec("Lead").migration == "0099_lead_v2"
