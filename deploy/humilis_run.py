@@ -91,6 +91,7 @@ PLACEHOLDERS = [  # (suffix of an output name, value); the first match wins
     ("VpcCidr", "10.40.0.0/16"),
     ("TopicArn", "arn:aws:sns:{region}:{account}:letgo-placeholder-{stage}"),
     ("QueueArn", "arn:aws:sqs:{region}:{account}:letgo-placeholder-{stage}"),
+    ("DomainArn", "arn:aws:es:{region}:{account}:domain/letgo-placeholder-{stage}"),
     ("Endpoint", "placeholder.{region}.example.internal"),
     ("Port", "5432"),
     ("Arn", "arn:aws:iam::{account}:role/letgo-placeholder-{stage}"),

@@ -292,3 +292,30 @@ def test_warehouse_loader_receives_every_delivered_object_and_keeps_failures(ren
     assert policy["ReadLoadSpecs"]["Resource"].endswith("/warehouse/load/*")  # not the events themselves
     assert policy["FollowOwnStatements"]["Condition"]  # "*" only for the caller's own statements
     assert policy["RunStatementsOnTheCluster"]["Resource"]["Fn::Sub"].endswith(":cluster:letgo-warehouse-dev")
+
+
+@pytest.mark.parametrize("stage", [s for s in STAGES if "search-api" not in DISABLED.get(s, set())])
+def test_search_api_is_reached_only_through_the_http_api_and_reads_only_its_domain(rendered, stage):
+    """Beanstalk in private subnets behind our internal ALB; the HTTP API's VPC link is the only way in."""
+    from deploy.humilis_run import placeholder
+
+    resources = template(rendered, stage, "search-api")["Resources"]
+    balancer = resources["LoadBalancer"]["Properties"]
+    assert balancer["Scheme"] == "internal"
+    assert balancer["Subnets"] == placeholder("PrivateSubnetIds", stage).split(",")
+    options = {(o["Namespace"], o["OptionName"]): o["Value"] for o in resources["Environment"]["Properties"]["OptionSettings"]}
+    assert options[("aws:elbv2:loadbalancer", "SharedLoadBalancer")] == {"Ref": "LoadBalancer"}
+    assert options[("aws:ec2:vpc", "AssociatePublicIpAddress")] == "false"
+    assert options[("aws:ec2:vpc", "ELBScheme")] == "internal"
+    assert options[("aws:autoscaling:launchconfiguration", "DisableIMDSv1")] == "true"
+    assert options[("aws:elasticbeanstalk:application:environment", "SEARCH_BACKEND")] == "opensearch"
+    assert options[("aws:elasticbeanstalk:environment:process:default", "HealthCheckPath")] == "/health"
+    integration = resources["Integration"]["Properties"]
+    assert (integration["ConnectionType"], integration["IntegrationUri"]) == ("VPC_LINK", {"Ref": "Listener"})
+    ingress = resources["LoadBalancerSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+    assert [rule["CidrIp"] for rule in ingress] == [placeholder("VpcCidr", stage)]  # never 0.0.0.0/0
+    stage_settings = resources["ApiStage"]["Properties"]
+    assert stage_settings["DefaultRouteSettings"]["ThrottlingRateLimit"] > 0 and stage_settings["AccessLogSettings"]
+    policy = {s["Sid"]: s for s in resources["InstanceRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]}
+    assert policy["SearchDomainHttp"]["Resource"] == placeholder("DomainArn", stage) + "/*"
+    assert "ReadObjects" not in policy  # the search API reads no bucket
