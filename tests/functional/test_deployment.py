@@ -319,3 +319,22 @@ def test_search_api_is_reached_only_through_the_http_api_and_reads_only_its_doma
     policy = {s["Sid"]: s for s in resources["InstanceRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]}
     assert policy["SearchDomainHttp"]["Resource"] == placeholder("DomainArn", stage) + "/*"
     assert "ReadObjects" not in policy  # the search API reads no bucket
+
+
+def test_training_runs_on_schedule_per_model_and_only_writes_the_model_store(rendered):
+    from deploy.humilis_run import placeholder
+
+    resources = template(rendered, "DEV", "batch")["Resources"]
+    models = sorted(p.stem for p in (REPO / "models").glob("*.yaml"))
+    rules = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Events::Rule"]
+    assert models and sorted(json.loads(r["Targets"][0]["Input"])["Parameters"]["definition"] for r in rules) == [
+        f"models/{m}.yaml" for m in models]  # every shipped model is scheduled, nothing else
+    assert all(r["Targets"][0]["Arn"] == {"Ref": "JobQueue"} for r in rules)
+    job = resources["JobDefinition"]["Properties"]
+    assert job["ContainerProperties"]["Command"][:3] == ["python", "-m", "handlers.ml.batch_job"]
+    assert job["ContainerProperties"]["NetworkConfiguration"] == {"AssignPublicIp": "DISABLED"}
+    repository = resources["Repository"]["Properties"]
+    assert repository["ImageTagMutability"] == "IMMUTABLE" and repository["ImageScanningConfiguration"]["ScanOnPush"]
+    writes = [s for s in resources["JobRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+              if "s3:PutObject" in as_list(s["Action"])]
+    assert [s["Resource"] for s in writes] == [placeholder("ModelsBucketArn", "DEV") + "/models/*"]
