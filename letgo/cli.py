@@ -11,6 +11,7 @@
     letgo metrics show NAME [--last N] a metric's last windows as a table (the running local stage by default)
     letgo metrics chart NAME [--out P] the same windows as a PNG chart (default under reports/)
     letgo metrics replay --since T     stop statistics, delete windows from T, recompute from T, restart
+    letgo metrics upstream             upstream data alerts now: absent types, unusual volumes (-> Sentry)
     letgo warehouse sync               copy the local stage's Firehose output into the AWS layout (.local/warehouse)
     letgo warehouse query SQL | --file F   run SQL on it (DuckDB; views events.<type>, events.all_events)
     letgo warehouse prompt             the same, interactively (`sql> `, `;` ends a statement, \\q quits)
@@ -171,6 +172,17 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     from handlers.tracking.event_types import load_catalog
     from letgo.metrics_view import dims_label, render_chart, window_rows
 
+    if args.action == "upstream":
+        from handlers.core.alerts import init_sentry
+        from handlers.statistics import lambda_upstream
+
+        alerts = Path(args.alerts or _stage_info()["env"]["SENTRY_LOCAL_PATH"])
+        init_sentry("local", local_path=alerts)  # findings land where `letgo alerts` reads them
+        result = lambda_upstream.run({"DATABASE_URL": _metrics_dsn(args), "STAGE": "local"})
+        for finding in result["findings"]:
+            print(f"{finding['check']:<12} {finding['message']}")
+        print(f"{len(result['findings'])} finding(s), reported to Sentry ({alerts})")
+        return 1 if result["findings"] else 0
     if args.action == "replay":
         if not args.since:
             print("error: replay needs --since", file=sys.stderr)
@@ -534,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     db.set_defaults(func=cmd_migrate)
 
     metrics = sub.add_parser("metrics", help="read real-time statistics back: a table or a PNG chart")
-    metrics.add_argument("action", choices=["show", "chart", "replay"])
+    metrics.add_argument("action", choices=["show", "chart", "replay", "upstream"])
     metrics.add_argument("name", nargs="?", help="metric name (metrics/<name>.yaml); replay: only this metric")
     metrics.add_argument("--since", help="replay: the point in time the bug began (ISO-8601 with offset)")
     metrics.add_argument("--retention-hours", type=float, default=168,
@@ -545,6 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_argument("--out", help="chart: PNG path (default reports/metric-<name>-<time>.png)")
     metrics.add_argument("--dsn", help="PostgreSQL DSN (default: the running local stage's DATABASE_URL)")
     metrics.add_argument("--metrics-dir", default=str(REPO_ROOT / "metrics"))
+    metrics.add_argument("--alerts", help="upstream: the local Sentry store (default: the running local stage's)")
     metrics.add_argument("--event-types", default=str(REPO_ROOT / "event_types"))
     metrics.set_defaults(func=cmd_metrics)
 

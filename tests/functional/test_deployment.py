@@ -129,7 +129,7 @@ def test_statistics_mapping_reads_the_stream_in_tumbling_windows_of_the_metrics_
 
     resources = template(rendered, stage, "statistics")["Resources"]
     [mapping] = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
-    [(function_name, function)] = [(n, r) for n, r in resources.items() if r["Type"] == "AWS::Lambda::Function"]
+    function_name, function = "StatisticsFunction", resources["StatisticsFunction"]
     # the kinesis layer's stream (its StreamArn output, stubbed with its placeholder when rendering)
     assert mapping["EventSourceArn"] == placeholder("StreamArn", stage)
     assert mapping["FunctionName"] in ({"Ref": function_name}, {"Fn::GetAtt": [function_name, "Arn"]})
@@ -142,7 +142,7 @@ def test_statistics_mapping_reads_the_stream_in_tumbling_windows_of_the_metrics_
     assert function["Properties"]["Runtime"] == "python3.11"
     assert {"DATABASE_SECRET_ARN", "DATABASE_HOST", "DATABASE_PORT", "DATABASE_NAME"} <= set(
         function["Properties"]["Environment"]["Variables"])
-    [role] = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::IAM::Role"]
+    role = resources["StatisticsRole"]["Properties"]
     [read] = [s for s in role["Policies"][0]["PolicyDocument"]["Statement"] if s.get("Sid") == "ReadStream"]
     assert read["Resource"] == placeholder("StreamArn", stage)
 
@@ -150,8 +150,9 @@ def test_statistics_mapping_reads_the_stream_in_tumbling_windows_of_the_metrics_
 def test_statistics_code_is_the_packaged_zip(rendered):
     manifest = json.loads((REPO / "dist" / "manifest.json").read_text())
     resources = template(rendered, "DEV", "statistics")["Resources"]
-    [function] = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::Function"]
-    assert function["Code"]["S3Key"].endswith(manifest["statistics"]["file"])
+    functions = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::Function"]
+    assert len(functions) == 2  # the tumbling-window handler and the upstream data alerts
+    assert all(f["Code"]["S3Key"].endswith(manifest["statistics"]["file"]) for f in functions)
 
 
 def test_database_is_private_encrypted_with_managed_credentials(rendered):
@@ -338,3 +339,17 @@ def test_training_runs_on_schedule_per_model_and_only_writes_the_model_store(ren
     writes = [s for s in resources["JobRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
               if "s3:PutObject" in as_list(s["Action"])]
     assert [s["Resource"] for s in writes] == [placeholder("ModelsBucketArn", "DEV") + "/models/*"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_upstream_data_alerts_run_on_a_schedule_from_the_statistics_package(rendered, stage):
+    resources = template(rendered, stage, "statistics")["Resources"]
+    function = resources["UpstreamFunction"]["Properties"]
+    assert function["Handler"] == "handlers.statistics.lambda_upstream.handler"
+    assert function["Code"] == resources["StatisticsFunction"]["Properties"]["Code"]  # one package, two handlers
+    schedule = resources["UpstreamSchedule"]["Properties"]
+    assert schedule["ScheduleExpression"].startswith("rate(") and schedule["Targets"][0]["Arn"] == {
+        "Fn::GetAtt": ["UpstreamFunction", "Arn"]}
+    actions = {a for _, s in statements({"Resources": {"UpstreamRole": resources["UpstreamRole"]}})
+               for a in as_list(s["Action"])}
+    assert not any(a.startswith(("kinesis:", "s3:")) for a in actions)  # reads no stream, no bucket
