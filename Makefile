@@ -8,13 +8,13 @@ HSTAMP := .venv-humilis/.installed
 CSTAMP := .venv-checkov/.installed
 STAGE  ?= DEV
 
-.PHONY: run test test-unit test-functional test-e2e bench lint deps tools package render preview deploy destroy clean
+.PHONY: run test test-unit test-functional test-e2e bench lint deps browser tools package render preview deploy destroy clean
 
 run: deps                     ## the main job: local stage + 20,000 events + conservation report
 	$(PY) -m letgo demo
 
-test: deps tools package      ## all test tiers (unit, functional, e2e) incl. the deployment checks
-	$(PY) -m pytest -q
+test: deps browser tools package  ## all test tiers (unit, functional, e2e) incl. the deployment checks
+	LETGO_REQUIRE_BROWSER=1 $(PY) -m pytest -q
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -q -m unit
@@ -22,8 +22,8 @@ test-unit: $(STAMP)
 test-functional: deps tools package
 	$(PY) -m pytest -q -m functional
 
-test-e2e: deps tools package
-	$(PY) -m pytest -q -m e2e
+test-e2e: deps browser tools package
+	LETGO_REQUIRE_BROWSER=1 $(PY) -m pytest -q -m e2e
 
 bench: deps                   ## performance ratios against baselines measured in the same run
 	$(PY) -m bench
@@ -33,6 +33,9 @@ lint: $(STAMP)
 
 deps: $(STAMP)
 	@scripts/ensure-system-deps
+
+browser:                      ## Debian's chromium, for the search page's headless-browser test
+	@scripts/ensure-system-deps browser
 
 tools: $(HSTAMP) $(CSTAMP)       ## humilis and checkov, each in its own virtualenv (their pins clash with ours)
 
@@ -64,7 +67,7 @@ $(CSTAMP): requirements-checkov.txt
 	.venv-checkov/bin/python -m pip install -q -r requirements-checkov.txt
 	@touch $(CSTAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt handlers/ml/requirements-training.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

@@ -332,7 +332,9 @@ def test_training_runs_on_schedule_per_model_and_only_writes_the_model_store(ren
         f"models/{m}.yaml" for m in models]  # every shipped model is scheduled, nothing else
     assert all(r["Targets"][0]["Arn"] == {"Ref": "JobQueue"} for r in rules)
     job = resources["JobDefinition"]["Properties"]
-    assert job["ContainerProperties"]["Command"][:3] == ["python", "-m", "handlers.ml.batch_job"]
+    dockerfile = (REPO / "handlers" / "ml" / "Dockerfile.training").read_text()
+    assert 'ENTRYPOINT ["python", "-m", "handlers.ml.batch_job"]' in dockerfile
+    assert job["ContainerProperties"]["Command"] == ["--definition", "Ref::definition"]  # the entry point's args
     assert job["ContainerProperties"]["NetworkConfiguration"] == {"AssignPublicIp": "DISABLED"}
     repository = resources["Repository"]["Properties"]
     assert repository["ImageTagMutability"] == "IMMUTABLE" and repository["ImageScanningConfiguration"]["ScanOnPush"]

@@ -1,0 +1,104 @@
+"""Errors of the machine-learning system, as types that carry data.
+
+Three families:
+
+* configuration — :class:`DefinitionError` (shared with the event types and metrics: a broken YAML file names
+  the file, the field and the reason) and :class:`InvalidRequest` (a serving input the endpoint refuses);
+* the model store — :class:`StoreError` and its kinds; a caller that only wants "could not get a model"
+  catches the base class, one that must tell a tampered artefact from a missing one catches the kind;
+* training — :class:`TrainingRejected` and its two kinds carry the whole :class:`TrainingReport`, so whoever
+  catches one (the batch entry point, a test, an alert) has every number that led to the decision.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from handlers.tracking.errors import DefinitionError
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from handlers.ml.training import TrainingReport
+
+__all__ = ["DefinitionError", "InvalidRequest", "StoreError", "ModelNotFound", "NoCurrentModel",
+           "ChecksumMismatch", "UntrustedTypes", "NoValidatedVersion", "TrainingRejected", "DataChecksFailed",
+           "GatesFailed", "TrainingDataError"]
+
+
+class InvalidRequest(Exception):
+    """A serving request the endpoint refuses: names the field, a stable reason code and why."""
+
+    def __init__(self, field: str | None, reason: str, message: str) -> None:
+        self.field, self.reason, self.message = field, reason, message
+        super().__init__(f"{field}: [{reason}] {message}" if field else f"[{reason}] {message}")
+
+
+class StoreError(Exception):
+    """The model store could not do what was asked (an S3 error, a missing or unusable object)."""
+
+    def __init__(self, model: str, message: str, *, key: str | None = None) -> None:
+        self.model, self.key, self.message = model, key, message
+        super().__init__(f"{model}: {message}" + (f" (s3 key {key})" if key else ""))
+
+
+class ModelNotFound(StoreError):
+    """The version (or one of its objects) does not exist in the store."""
+
+    def __init__(self, model: str, version: str, key: str | None = None) -> None:
+        self.version = version
+        super().__init__(model, f"version {version} not found", key=key)
+
+
+class NoCurrentModel(StoreError):
+    """No version has been published for this model yet (there is no pointer)."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(model, "no current version: nothing has been published yet")
+
+
+class ChecksumMismatch(StoreError):
+    """The artefact's bytes do not hash to the recorded sha256: it was changed or corrupted. Never loaded."""
+
+    def __init__(self, model: str, version: str, expected: str, actual: str, key: str | None = None) -> None:
+        self.version, self.expected, self.actual = version, expected, actual
+        super().__init__(model, f"version {version}: artefact sha256 {actual} does not match the recorded "
+                                f"{expected}; refusing to deserialise it", key=key)
+
+
+class UntrustedTypes(StoreError):
+    """The artefact would instantiate types outside the allow-list. Never loaded."""
+
+    def __init__(self, model: str, version: str, types: tuple[str, ...]) -> None:
+        self.version, self.types = version, types
+        super().__init__(model, f"version {version}: the artefact holds types outside the trusted list: "
+                                f"{', '.join(types)}")
+
+
+class NoValidatedVersion(StoreError):
+    """A rollback found no validated version older than the current one to go back to."""
+
+    def __init__(self, model: str, current: str | None) -> None:
+        self.current = current
+        super().__init__(model, f"no validated version older than {current or '(none)'} to roll back to")
+
+
+class TrainingRejected(Exception):
+    """Training ended without publishing; ``report`` says why (its ``decision`` and failed checks/gates)."""
+
+    def __init__(self, report: "TrainingReport") -> None:
+        self.report = report
+        super().__init__(report.summary())
+
+
+class DataChecksFailed(TrainingRejected):
+    """The training data failed its checks (schema, null rates, ranges, drift): training did not start."""
+
+
+class GatesFailed(TrainingRejected):
+    """The trained model failed a gate (absolute or relative metric threshold, golden request, round trip)."""
+
+
+class TrainingDataError(Exception):
+    """The processed events could not be read (an S3 error on a listing or an object)."""
+
+    def __init__(self, bucket: str, key: str, message: str) -> None:
+        self.bucket, self.key, self.message = bucket, key, message
+        super().__init__(f"s3://{bucket}/{key}: {message}")

@@ -1,0 +1,1 @@
+"""Training and prediction code of the shipped models, one module per model (named by its definition)."""

@@ -1,0 +1,352 @@
+"""The training job: load -> check the data -> train -> judge -> publish only on success.
+
+Stages (one log line each, with counts and timings, so a Batch job's log reads as progress):
+
+1. **load** the definition's event type for its look-back window from the processed events, de-duplicated
+   by ``messageId``; **cap** to ``max_rows``, stratified (:mod:`handlers.ml.data`).
+2. **check** the data (:mod:`handlers.ml.datachecks`): schema, null rates, ranges, and drift against the
+   reference statistics stored with the model currently served. Any failure **blocks**: nothing is trained,
+   Sentry gets one report, :class:`~handlers.ml.errors.DataChecksFailed` carries the report.
+3. **train** through the definition's entry point on a stratified split; the holdout is never seen.
+4. **round-trip** the candidate through skops with the definition's allow-list; everything after this point
+   judges the *reloaded* artefact, i.e. exactly the bytes that would be published.
+5. **judge** it: the definition's metrics on the holdout; absolute thresholds; the current model run on the
+   *same* holdout (champion/challenger — comparing with metrics recorded on other data would reward a lucky
+   split) for the relative thresholds and the guard rail on how far answers may move; the golden requests
+   offline through the serving ``predict`` and the output guard rail. Any failed gate **rejects** the
+   candidate: Sentry, :class:`~handlers.ml.errors.GatesFailed`.
+6. **publish** (:meth:`handlers.ml.store.ModelStore.publish`): artefact and metadata first, pointer last.
+   The new version awaits the validator, which marks it validated or rolls back.
+
+If the current model cannot be loaded (tampered, removed, from an incompatible library), the relative gates
+fall back to its recorded metrics and the report says so: a broken current model must not prevent its
+replacement.
+"""
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timezone
+from importlib import metadata as package_metadata
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from handlers.ml import artifacts
+from handlers.ml.alerts import report_training_problem
+from handlers.ml.data import EVENTS_PREFIX, LoadReport, SampleReport, cap_rows, load_rows, split_holdout
+from handlers.ml.datachecks import DataCheckReport, reference_statistics, run_checks
+from handlers.ml.dataset import Dataset
+from handlers.ml.definition import ModelDefinition
+from handlers.ml.errors import DataChecksFailed, GatesFailed, InvalidRequest
+from handlers.ml.metrics import METRICS, bootstrap_worse_by, evaluate
+from handlers.ml.store import ModelStore
+
+log = logging.getLogger(__name__)
+
+LIBRARIES = ("scikit-learn", "skops", "numpy", "scipy")
+ROUND_TRIP_ROWS = 64
+
+
+class Decision(str, enum.Enum):
+    PUBLISHED = "published"
+    REJECTED = "rejected"  # trained, but a gate failed
+    BLOCKED = "blocked"  # the data failed its checks: nothing was trained
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One pass/fail judgement of the candidate (``skipped`` gates pass: e.g. no current model to compare)."""
+
+    name: str  # threshold:<metric> | relative:<metric> | prediction_shift | golden:<name> | round_trip
+    passed: bool
+    observed: float | None = None
+    threshold: float | None = None
+    detail: str = ""
+    skipped: bool = False
+
+    def describe(self) -> str:
+        state = "skipped" if self.skipped else "ok" if self.passed else "FAILED"
+        numbers = f" (observed {self.observed:.4g}, threshold {self.threshold:.4g})" \
+            if self.observed is not None and self.threshold is not None else ""
+        return f"{self.name}: {state}{numbers}" + (f": {self.detail}" if self.detail else "")
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The model served when training started, and its metrics on this run's holdout (or as recorded)."""
+
+    version: str
+    metrics: Mapping[str, float]
+    basis: str  # "same holdout" | "recorded metrics"
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class TrainingReport:
+    model: str
+    decision: Decision
+    version: str | None  # the published version, None unless published
+    code_version: str
+    started_at: str
+    duration_seconds: float
+    load: LoadReport | None
+    sampling: SampleReport | None
+    checks: DataCheckReport | None
+    train_rows: int = 0
+    holdout_rows: int = 0
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    baseline: Baseline | None = None
+    gates: tuple[Gate, ...] = ()
+
+    def failed_keys(self) -> list[str]:
+        """Short names of what failed (``drift:category``, ``threshold:mape``): the alert's fingerprint."""
+        checks = [r.key for r in self.checks.failures] if self.checks else []
+        return checks + [g.name for g in self.gates if not g.passed]
+
+    def failures(self) -> list[str]:
+        checks = [r.describe() for r in self.checks.failures] if self.checks else []
+        return checks + [g.describe() for g in self.gates if not g.passed]
+
+    def summary(self) -> str:
+        head = f"{self.model}: {self.decision.value}"
+        if self.version:
+            head += f" as version {self.version}"
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in self.metrics.items())
+        body = [f"rows: train {self.train_rows}, holdout {self.holdout_rows}" + (f"; {metrics}" if metrics else "")]
+        return "\n".join([head, *body, *self.failures()])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "decision": self.decision.value, "version": self.version,
+            "code_version": self.code_version, "started_at": self.started_at,
+            "duration_seconds": round(self.duration_seconds, 3),
+            "load": asdict(self.load) if self.load else None,
+            "sampling": self.sampling.to_dict() if self.sampling else None,
+            "checks": self.checks.to_dict() if self.checks else None,
+            "rows": {"train": self.train_rows, "holdout": self.holdout_rows}, "metrics": dict(self.metrics),
+            "baseline": {**asdict(self.baseline), "metrics": dict(self.baseline.metrics)} if self.baseline else None,
+            "gates": [asdict(g) for g in self.gates], "failed": self.failed_keys(), "failures": self.failures(),
+        }
+
+
+# -- provenance ------------------------------------------------------------------------------------------------
+def code_version(environ: Mapping[str, str] = os.environ) -> str:
+    """``CODE_VERSION`` / ``GIT_SHA`` (the image sets it at build), else the checkout's git HEAD, else unknown."""
+    for name in ("CODE_VERSION", "GIT_SHA"):
+        if environ.get(name):
+            return environ[name]
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                                capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 and result.stdout.strip() else "unknown"
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = package_metadata.version(name)
+        except package_metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+# -- judging ---------------------------------------------------------------------------------------------------
+def _labels(data: Dataset, definition: ModelDefinition) -> np.ndarray:
+    return np.asarray(data.column(definition.data.label.name), dtype=float)
+
+
+def threshold_gates(definition: ModelDefinition, metrics: Mapping[str, float]) -> list[Gate]:
+    gates = []
+    for rule in definition.evaluation.thresholds:
+        value = metrics[rule.metric]
+        problem = rule.problem(value)
+        limit = rule.max if rule.max is not None else rule.min
+        gates.append(Gate(f"threshold:{rule.metric}", problem is None, value, limit, problem or ""))
+    return gates
+
+
+def relative_gates(definition: ModelDefinition, metrics: Mapping[str, float], baseline: Baseline | None, *,
+                   truth: np.ndarray | None = None, candidate: np.ndarray | None = None,
+                   current: np.ndarray | None = None) -> list[Gate]:
+    """"At most ``max_worse`` worse than the current model", per metric.
+
+    With both models' answers on the same holdout and ``evaluation.relative_confidence`` set, the candidate is
+    refused only when the paired bootstrap says it is worse beyond the margin with that confidence (the
+    ``1 - confidence`` quantile of the degradation exceeds ``max_worse``); otherwise point estimates decide.
+    """
+    confidence = definition.evaluation.confidence
+    paired = confidence is not None and truth is not None and candidate is not None and current is not None
+    gates = []
+    for rule in definition.evaluation.relative:
+        name = f"relative:{rule.metric}"
+        if baseline is None or rule.metric not in baseline.metrics:
+            why = "no current model" if baseline is None else f"the current model has no recorded {rule.metric}"
+            gates.append(Gate(name, True, None, rule.max_worse, why, skipped=True))
+            continue
+        metric = METRICS[rule.metric]
+        worse = metric.worse_by(metrics[rule.metric], baseline.metrics[rule.metric])
+        detail = (f"{rule.metric} {metrics[rule.metric]:.4g} vs current {baseline.version} "
+                  f"{baseline.metrics[rule.metric]:.4g} ({baseline.basis}): {worse:+.1%}")
+        decisive = worse
+        if paired:
+            samples = bootstrap_worse_by(metric, truth, candidate, current, seed=definition.data.seed)  # type: ignore[arg-type]
+            decisive = float(np.quantile(samples, 1 - confidence))  # type: ignore[operator]
+            detail += f"; worse by at least {decisive:+.1%} with {confidence:.0%} confidence"
+        gates.append(Gate(name, decisive <= rule.max_worse, worse, rule.max_worse, detail))
+    return gates
+
+
+def shift_gate(definition: ModelDefinition, candidate: np.ndarray, current: np.ndarray | None) -> Gate:
+    """Median relative change of the answers on the holdout against the current model (the guard rail)."""
+    limit = definition.guard_rails.max_change_relative
+    if current is None:
+        return Gate("prediction_shift", True, None, limit, "no current model to compare with", skipped=True)
+    change = float(np.median(np.abs(candidate - current) / np.maximum(np.abs(current), 1e-9)))
+    return Gate("prediction_shift", change <= limit, change, limit,
+                f"the median answer would move by {change:.1%}")
+
+
+def golden_gates(definition: ModelDefinition, model: Any) -> list[Gate]:
+    """Each golden request through the serving predict, the output guard rail and its expectations."""
+    gates = []
+    for golden in definition.golden_requests:
+        endpoint = definition.endpoint(golden.endpoint)
+        try:
+            response = definition.predict(model, endpoint.validate(dict(golden.input)))
+        except InvalidRequest as exc:
+            gates.append(Gate(f"golden:{golden.name}", False, detail=f"input refused: {exc}"))
+            continue
+        except Exception as exc:  # noqa: BLE001 - a crashing predict is a failed gate, not a crashed job
+            gates.append(Gate(f"golden:{golden.name}", False, detail=f"predict raised {type(exc).__name__}: {exc}"))
+            continue
+        problems = [p for p in [definition.guard_rails.output_problem(response), *golden.problems(response)] if p]
+        gates.append(Gate(f"golden:{golden.name}", not problems, detail="; ".join(problems)))
+    return gates
+
+
+# -- the job ---------------------------------------------------------------------------------------------------
+class _Stages:
+    """Numbered, timed log lines: the job's progress in the Batch log."""
+
+    def __init__(self, model: str, total: int) -> None:
+        self.model, self.total, self.n, self.t = model, total, 0, time.monotonic()
+
+    def __call__(self, message: str, *args: Any) -> None:
+        self.n += 1
+        log.info(f"[%s %d/%d +%.1fs] {message}", self.model, self.n, self.total, time.monotonic() - self.t, *args)
+
+
+def run_training(definition: ModelDefinition, *, events_s3: Any, processed_bucket: str, store: ModelStore,
+                 end: date | None = None, events_prefix: str = EVENTS_PREFIX, version_of_code: str | None = None,
+                 alert: Callable[[TrainingReport], Any] = report_training_problem,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> TrainingReport:
+    """Train, judge and maybe publish one model; returns the report of a published model.
+
+    Raises :class:`DataChecksFailed` (decision ``blocked``) or :class:`GatesFailed` (``rejected``) after
+    ``alert`` has been called with the report; the store's pointer has not moved in either case.
+    """
+    started = clock()
+    t0 = time.monotonic()
+    end = end or started.date()
+    code = version_of_code or code_version()
+    name = definition.name
+    stage = _Stages(name, 6)
+
+    def finish(decision: Decision, **parts: Any) -> TrainingReport:
+        return TrainingReport(model=name, decision=decision, code_version=code,
+                              started_at=started.isoformat(timespec="seconds"),
+                              duration_seconds=time.monotonic() - t0, **parts)
+
+    stage("loading %s events, %d days to %s", definition.data.event_type, definition.data.lookback_days, end)
+    loaded, load = load_rows(events_s3, processed_bucket, definition.data, end=end, prefix=events_prefix)
+    dataset, sampling = cap_rows(loaded, definition.data)
+
+    current = store.current_metadata(name)
+    stage("checking %d rows%s", len(dataset),
+          f" against the reference of version {current.version}" if current else " (no current model: no drift)")
+    checks = run_checks(dataset, definition.checks, current.reference_stats if current else None)
+    if not checks.passed:
+        report = finish(Decision.BLOCKED, version=None, load=load, sampling=sampling, checks=checks)
+        log.warning("%s", report.summary())  # warning: the alert itself goes out once, fingerprinted
+        alert(report)
+        raise DataChecksFailed(report)
+
+    labelled = dataset.where_present(definition.data.label.name)
+    train_idx, holdout_idx = split_holdout(labelled.column(definition.data.stratify_by),
+                                           definition.data.holdout_fraction, definition.data.seed)
+    train, holdout = labelled.take(train_idx), labelled.take(holdout_idx)
+    stage("training %s on %d rows (holdout %d)", definition.train.target, len(train), len(holdout))
+    fitted = definition.train(train, _labels(train, definition), definition, seed=definition.data.seed)
+
+    stage("serialising with skops and reloading with the allow-list")
+    artefact = artifacts.dumps(fitted)
+    common = dict(load=load, sampling=sampling, checks=checks, train_rows=len(train), holdout_rows=len(holdout))
+    try:
+        model = artifacts.loads(artefact, definition.trusted_types)
+        sample = holdout.take(range(min(ROUND_TRIP_ROWS, len(holdout))))
+        same = np.allclose(definition.predict_batch(model, sample), definition.predict_batch(fitted, sample))
+        round_trip = Gate("round_trip", bool(same), detail="" if same else "the reloaded model answers differently")
+    except artifacts.ArtefactError as exc:
+        round_trip = Gate("round_trip", False, detail=exc.message)
+    if not round_trip.passed:
+        report = finish(Decision.REJECTED, version=None, gates=(round_trip,), **common)
+        alert(report)
+        raise GatesFailed(report)
+
+    stage("evaluating on %d holdout rows against %s", len(holdout), current.version if current else "no current model")
+    truth = _labels(holdout, definition)
+    predicted = np.asarray(definition.predict_batch(model, holdout), dtype=float)
+    metrics = evaluate(definition.evaluation.metrics, truth, predicted)
+    baseline, current_predictions = _baseline(definition, store, current, holdout, truth)
+    gates = (round_trip, *threshold_gates(definition, metrics),
+             *relative_gates(definition, metrics, baseline, truth=truth, candidate=predicted,
+                             current=current_predictions),
+             shift_gate(definition, predicted, current_predictions), *golden_gates(definition, model))
+    common.update(metrics=metrics, baseline=baseline, gates=gates)
+    if not all(g.passed for g in gates):
+        report = finish(Decision.REJECTED, version=None, **common)
+        log.warning("%s", report.summary())  # warning: the alert itself goes out once, fingerprinted
+        alert(report)
+        raise GatesFailed(report)
+
+    stage("publishing to s3://%s/%s%s/", store.bucket, store.prefix, name)
+    version = store.publish(name, artefact, {
+        "metrics": metrics, "reference_stats": reference_statistics(dataset, bins=definition.checks.bins,
+                                                                    top_categories=definition.checks.top_categories),
+        "training_rows": len(train), "holdout_rows": len(holdout), "code_version": code,
+        "definition": {"file": definition.filename, "sha256": definition.sha256},
+        "data": {"load": asdict(load), "sampling": sampling.to_dict()},
+        "checks": checks.to_dict(), "gates": [asdict(g) for g in gates],
+        "baseline": {"version": baseline.version, "basis": baseline.basis, "metrics": dict(baseline.metrics)}
+        if baseline else None,
+        "libraries": library_versions(), "trusted_types": list(definition.trusted_types),
+    })
+    report = finish(Decision.PUBLISHED, version=version, **common)
+    log.info("%s", report.summary())
+    return report
+
+
+def _baseline(definition: ModelDefinition, store: ModelStore, current: Any, holdout: Dataset,
+              truth: np.ndarray) -> tuple[Baseline | None, np.ndarray | None]:
+    """The current model on the same holdout; its recorded metrics when it cannot be run."""
+    if current is None:
+        return None, None
+    try:
+        loaded = store.load(definition.name, current.version, trusted_types=definition.trusted_types)
+        predictions = np.asarray(definition.predict_batch(loaded.model, holdout), dtype=float)
+        return Baseline(current.version, evaluate(definition.evaluation.metrics, truth, predictions),
+                        "same holdout"), predictions
+    except Exception as exc:  # noqa: BLE001 - whatever stops it (StoreError, a library change): use what was recorded
+        log.warning("current model %s could not be run on the holdout (%s); comparing with its recorded metrics",
+                    current.version, exc)
+        return Baseline(current.version, dict(current.metrics), "recorded metrics", f"{type(exc).__name__}: {exc}"), \
+            None
