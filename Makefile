@@ -67,7 +67,7 @@ $(CSTAMP): requirements-checkov.txt
 	.venv-checkov/bin/python -m pip install -q -r requirements-checkov.txt
 	@touch $(CSTAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt handlers/ml/requirements-training.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-search.txt handlers/ml/requirements-training.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

@@ -30,6 +30,10 @@ class StageNames:
     raw_bucket: str = "letgo-raw-events-local"
     quarantine_bucket: str = "letgo-quarantine-local"
     processed_bucket: str = "letgo-processed-events-local"
+    # moto's Firehose cannot partition: `partition_into_bucket` lays the processed events out here as AWS's
+    # dynamic partitioning does (events/type=<T>/dt=<day>/), for code reading that layout (training)
+    partitioned_bucket: str = "letgo-processed-partitioned-local"
+    models_bucket: str = "letgo-models-local"
     firehose: str = "letgo-events-to-warehouse-local"
     on_failure_queue: str = "letgo-consumer-on-failure-local"
 
@@ -118,7 +122,8 @@ class LocalStage:
     def _create_resources(self) -> None:
         s3, kinesis = client("s3"), client("kinesis")
         region = os.environ["AWS_REGION"]
-        for bucket in (self.names.raw_bucket, self.names.quarantine_bucket, self.names.processed_bucket):
+        for bucket in (self.names.raw_bucket, self.names.quarantine_bucket, self.names.processed_bucket,
+                       self.names.partitioned_bucket, self.names.models_bucket):
             s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
             s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [
                 {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]})

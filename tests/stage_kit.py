@@ -61,7 +61,8 @@ def empty_stage(stage: LocalStage) -> LocalStage:
     with psycopg.connect(stage.postgres.dsn, autocommit=True) as conn:
         conn.execute("TRUNCATE events")
     s3 = client("s3")
-    for bucket in (stage.names.raw_bucket, stage.names.quarantine_bucket, stage.names.processed_bucket):
+    for bucket in (stage.names.raw_bucket, stage.names.quarantine_bucket, stage.names.processed_bucket,
+                   stage.names.partitioned_bucket, stage.names.models_bucket):
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
             for item in page.get("Contents", []):
                 s3.delete_object(Bucket=bucket, Key=item["Key"])

@@ -41,7 +41,7 @@ from handlers.core.aws import client
 from handlers.ml.definition import load_definition
 from handlers.ml.errors import DefinitionError, TrainingRejected
 from handlers.ml.store import ModelStore
-from handlers.ml.training import run_training
+from handlers.ml.training import TrainingReport, run_training
 
 EXIT_PUBLISHED, EXIT_ERROR, EXIT_NOT_PUBLISHED = 0, 1, 2
 DEFAULT_EVENT_TYPES = Path(__file__).resolve().parents[2] / "event_types"
@@ -95,21 +95,10 @@ class JobConfig:
                    stage=environ.get("STAGE", "local"))
 
 
-def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.environ) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    try:
-        config = JobConfig.from_sources(sys.argv[1:] if argv is None else argv, environ)
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return EXIT_ERROR
-    dsn_secret = environ.get("SENTRY_DSN_SECRET_ARN")  # on AWS the DSN lives in Secrets Manager
-    if dsn_secret:
-        from handlers.tracking.consumer import secret_string
 
-        init_sentry(config.stage, dsn=secret_string(dsn_secret))
-    else:
-        init_sentry(config.stage)
+def train(config: JobConfig) -> tuple[int, TrainingReport | None]:
+    """One training run: (exit code, report). The report is None when there is nothing to report (bad
+    definition, unreadable bucket, a bug) — those are logged and sent to Sentry here."""
     try:
         catalog = None
         if config.event_types is not None:
@@ -128,12 +117,33 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.envi
         log.error("%s", exc)
         sentry_sdk.capture_exception(exc)
         sentry_sdk.flush(5)
-        return EXIT_ERROR
+        return EXIT_ERROR, None
     except Exception as exc:  # noqa: BLE001 - the last line of defence: report, then fail the Batch job
         log.exception("training failed")
         sentry_sdk.capture_exception(exc)
         sentry_sdk.flush(5)
+        return EXIT_ERROR, None
+    return code, report
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.environ) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        config = JobConfig.from_sources(sys.argv[1:] if argv is None else argv, environ)
+    except ConfigError as exc:
+        log.error("%s", exc)
         return EXIT_ERROR
+    dsn_secret = environ.get("SENTRY_DSN_SECRET_ARN")  # on AWS the DSN lives in Secrets Manager
+    if dsn_secret:
+        from handlers.tracking.consumer import secret_string
+
+        init_sentry(config.stage, dsn=secret_string(dsn_secret))
+    else:
+        init_sentry(config.stage)
+    code, report = train(config)
+    if report is None:
+        return code
     sys.stdout.write(orjson.dumps(report.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY).decode() + "\n")
     sys.stdout.flush()
     sentry_sdk.flush(5)

@@ -26,7 +26,7 @@ import shutil
 from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import orjson
 
@@ -78,6 +78,24 @@ def event_date(timestamp: str) -> str:
     return moment.astimezone(timezone.utc).date().isoformat()
 
 
+def partitions(s3: Any, bucket: str, keys: list[str]) -> Iterator[tuple[str, str, str, list[bytes]]]:
+    """What Firehose's dynamic partitioning would have written: (key, type, day, lines) per source object and
+    partition, each ``messageId`` once (the first copy, in key order — Firehose is at-least-once)."""
+    seen: set[str] = set()
+    for key in keys:
+        groups: dict[tuple[str, str], list[bytes]] = defaultdict(list)
+        for line in s3.get_object(Bucket=bucket, Key=key)["Body"].read().splitlines():
+            if not line.strip():
+                continue
+            document = orjson.loads(line)
+            if document["messageId"] in seen:
+                continue
+            seen.add(document["messageId"])
+            groups[(document["type"], event_date(document["timestamp"]))].append(line)
+        for (event_type, day), lines in groups.items():
+            yield key, event_type, day, lines
+
+
 def materialise(s3: Any, bucket: str, target: Path, *, prefix: str = EVENTS_PREFIX, progress: Any = None) -> int:
     """Copy the Firehose objects of ``bucket`` into the AWS layout under ``target/events``; return the number
     of distinct events written.
@@ -94,35 +112,40 @@ def materialise(s3: Any, bucket: str, target: Path, *, prefix: str = EVENTS_PREF
     staging = target / f".events-building-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    seen: set[str] = set()
+    events, done, last = 0, 0, None
     try:
-        for done, key in enumerate(keys, 1):
-            groups: dict[tuple[str, str], list[bytes]] = defaultdict(list)
-            for line in s3.get_object(Bucket=bucket, Key=key)["Body"].read().splitlines():
-                if not line.strip():
-                    continue
-                document = orjson.loads(line)
-                if document["messageId"] in seen:
-                    continue
-                seen.add(document["messageId"])
-                groups[(document["type"], event_date(document["timestamp"]))].append(line)
-            for (event_type, day), lines in groups.items():
-                folder = staging / f"type={event_type}" / f"dt={day}"
-                folder.mkdir(parents=True, exist_ok=True)
-                (folder / part_name(key)).write_bytes(b"\n".join(lines) + b"\n")
-            if progress is not None:
-                progress(done)
+        for key, event_type, day, lines in partitions(s3, bucket, keys):
+            folder = staging / f"type={event_type}" / f"dt={day}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / part_name(key)).write_bytes(b"\n".join(lines) + b"\n")
+            events += len(lines)
+            if key != last:
+                done, last = done + 1, key
+                if progress is not None:
+                    progress(done)
         if progress is not None:
             progress.finish()
-        events = target / "events"
+        tree = target / "events"
         retired = target / f".events-retired-{os.getpid()}"
-        if events.exists():
-            events.rename(retired)
-        staging.rename(events)
+        if tree.exists():
+            tree.rename(retired)
+        staging.rename(tree)
         shutil.rmtree(retired, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return len(seen)
+    return events
+
+
+def partition_into_bucket(s3: Any, source: str, target: str, *, prefix: str = EVENTS_PREFIX) -> int:
+    """The local stage's Firehose output laid out in ``target`` as AWS's dynamic partitioning writes it
+    (``events/type=<T>/dt=<day>/``), for the code that reads that layout from S3 (the training job). Object
+    names derive from the source keys, so a rerun rewrites the same objects. Returns the events written."""
+    events = 0
+    for key, event_type, day, lines in partitions(s3, source, _list_keys(s3, source, prefix)):
+        s3.put_object(Bucket=target, Key=f"{prefix}type={event_type}/dt={day}/{part_name(key)}",
+                      Body=b"\n".join(lines) + b"\n")
+        events += len(lines)
+    return events
 
 
 # -- the views ---------------------------------------------------------------------------------------------

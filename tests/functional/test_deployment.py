@@ -309,7 +309,7 @@ def test_search_api_is_reached_only_through_the_http_api_and_reads_only_its_doma
     assert options[("aws:ec2:vpc", "AssociatePublicIpAddress")] == "false"
     assert options[("aws:ec2:vpc", "ELBScheme")] == "internal"
     assert options[("aws:autoscaling:launchconfiguration", "DisableIMDSv1")] == "true"
-    assert options[("aws:elasticbeanstalk:application:environment", "SEARCH_BACKEND")] == "opensearch"
+    assert options[("aws:elasticbeanstalk:application:environment", "LETGO_SEARCH_BACKEND")] == "opensearch"
     assert options[("aws:elasticbeanstalk:environment:process:default", "HealthCheckPath")] == "/health"
     integration = resources["Integration"]["Properties"]
     assert (integration["ConnectionType"], integration["IntegrationUri"]) == ("VPC_LINK", {"Ref": "Listener"})

@@ -1,0 +1,47 @@
+"""Lambda entry point of the search indexer: its own event source mapping on the event stream.
+
+Thin: the tracking core validates the batch (only valid events are indexed; rejections are the main
+consumer's business), :class:`handlers.search.indexer.Indexer` applies the listing events, and listings
+the engine refused come back as ``batchItemFailures``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from handlers.search import open_backend
+from handlers.search.indexer import Indexer
+from handlers.tracking.core import Processor
+from handlers.tracking.event_types import load_catalog
+from handlers.tracking.lambda_consumer import records_from_event
+from handlers.tracking.settings import PACKAGE_ROOT, load_settings
+
+
+class IndexerHandler:
+    def __init__(self, processor: Processor, indexer: Indexer) -> None:
+        self.processor, self.indexer = processor, indexer
+
+    def handle(self, event: dict[str, Any]) -> dict[str, Any]:
+        records = records_from_event(event)
+        outcome = self.indexer.apply(self.processor.process(records).events)
+        return {"batchItemFailures": [{"itemIdentifier": seq}
+                                      for seq in sorted(outcome.failed_sequence_numbers, key=int)]}
+
+
+def build_handler(env: dict[str, str] | None = None) -> IndexerHandler:
+    env = dict(os.environ if env is None else env)
+    settings = load_settings()
+    catalog = load_catalog(PACKAGE_ROOT / "event_types", max_depth=settings.max_depth)
+    backend = open_backend(env)  # LETGO_OPENSEARCH_URL (+ region: SigV4) on AWS
+    backend.setup()  # idempotent: templates and aliases exist before the first write
+    return IndexerHandler(Processor(catalog, settings), Indexer(backend))
+
+
+_handler: IndexerHandler | None = None
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    global _handler
+    if _handler is None:
+        _handler = build_handler()
+    return _handler.handle(event)
