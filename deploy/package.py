@@ -37,6 +37,9 @@ PACKAGES = {
     "statistics": {"code": ["handlers"], "data": ["event_types", "config", "metrics"]},
     # stdlib + the runtime's boto3 only: no wheels, just the modules it imports
     "authorizer": {"code": ["handlers/__init__.py", "handlers/collector"], "data": [], "requirements": False},
+    # the search indexer: the tracking core (it validates first) + the OpenSearch client
+    "indexer": {"code": ["handlers"], "data": ["event_types", "config"],
+                "requirements": ["requirements.txt", "requirements-search.txt"]},
     # the warehouse loader: the runtime's boto3 only (Redshift Data API, S3)
     "warehouse": {"code": ["handlers/__init__.py", "handlers/core/__init__.py", "handlers/core/aws.py",
                            "handlers/warehouse"], "data": [], "requirements": False},
@@ -44,9 +47,11 @@ PACKAGES = {
 SKIP_PARTS = {"__pycache__", ".pytest_cache"}
 
 
-def lambda_requirements() -> list[str]:
+def lambda_requirements(files: list[str] | tuple[str, ...] = ("requirements.txt",)) -> list[str]:
+    lines = [line for name in files for line in (REPO / name).read_text().splitlines()
+             if not line.strip().startswith("-r")]
     wanted = []
-    for line in (REPO / "requirements.txt").read_text().splitlines():
+    for line in lines:
         spec = line.split("#", 1)[0].strip()
         name = spec.split("[", 1)[0].split(">", 1)[0].split("=", 1)[0].split("<", 1)[0].strip().lower()
         if spec and name not in PROVIDED_BY_RUNTIME:
@@ -121,7 +126,8 @@ def build(name: str, out: Path = DIST, site: Path | None = None) -> Path:
         staging = Path(site) if site else Path(tmp) / "site"
         with_requirements = spec.get("requirements", True)  # False: a package of our code only
         if site is None and with_requirements:
-            install_wheels(staging, lambda_requirements())
+            files = with_requirements if isinstance(with_requirements, list) else ["requirements.txt"]
+            install_wheels(staging, lambda_requirements(files))
         partial = Path(tmp) / f"{name}.zip"
         with zipfile.ZipFile(partial, "w") as archive:
             if with_requirements:

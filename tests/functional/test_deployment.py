@@ -355,3 +355,19 @@ def test_upstream_data_alerts_run_on_a_schedule_from_the_statistics_package(rend
     actions = {a for _, s in statements({"Resources": {"UpstreamRole": resources["UpstreamRole"]}})
                for a in as_list(s["Action"])}
     assert not any(a.startswith(("kinesis:", "s3:")) for a in actions)  # reads no stream, no bucket
+
+
+def test_search_indexer_reads_the_stream_per_record_and_writes_only_its_domain(rendered):
+    from deploy.humilis_run import placeholder
+
+    resources = template(rendered, "DEV", "search-indexer")["Resources"]
+    mapping = resources["IndexerEventSourceMapping"]["Properties"]
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"] and mapping["BisectBatchOnFunctionError"]
+    assert mapping["EventSourceArn"] == placeholder("StreamArn", "DEV")
+    function = resources["IndexerFunction"]["Properties"]
+    manifest = json.loads((REPO / "dist" / "manifest.json").read_text())
+    assert function["Code"]["S3Key"].endswith(manifest["indexer"]["file"])
+    assert function["Handler"] == "handlers.search.lambda_indexer.handler"
+    assert function["Environment"]["Variables"]["LETGO_OPENSEARCH_URL"] == "https://" + placeholder("DomainEndpoint", "DEV")
+    policy = {s["Sid"]: s for s in resources["IndexerRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]}
+    assert policy["WriteTheSearchDomain"]["Resource"] == placeholder("DomainArn", "DEV") + "/*"
