@@ -49,6 +49,7 @@ def run_demo(events: int = 20_000, *, workdir: Path | None = None, report_dir: P
         outcomes = stage.mapping.stats.outcomes
         duplicates = sum(o.duplicates for o in outcomes)
         metrics = run_statistics(stage, report_dir, say)
+        search = run_search(stage, say)
         say("taking inventory of the sinks …")
         inventory = take_inventory(client("s3"), raw_bucket=stage.names.raw_bucket,
                                    quarantine_bucket=stage.names.quarantine_bucket,
@@ -57,6 +58,7 @@ def run_demo(events: int = 20_000, *, workdir: Path | None = None, report_dir: P
 
     report = build_report(plan, inventory, duplicates, stage, alerts, time.monotonic() - started)
     report["metrics"] = metrics
+    report["search"] = search
     report_dir.mkdir(parents=True, exist_ok=True)
     path = report_dir / f"run-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
     path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2, default=str))
@@ -93,6 +95,33 @@ def run_statistics(stage: LocalStage, report_dir: Path, say=print) -> dict[str, 
         return {"final_invocations": mapping.stats.final_invocations, "metrics": summary, "chart": str(chart)}
     finally:
         handler.sink.close()
+
+
+def run_search(stage: LocalStage, say=print) -> dict[str, Any]:
+    """The search indexer over the same stream into the embedded engine, the API on a free port, examples."""
+    import shutil
+
+    from handlers.search.api import ApiConfig, create_app
+    from handlers.search.indexer import Indexer
+    from handlers.search.tantivy_backend import TantivyBackend
+    from letgo.search_local import IndexerInvoke, run_examples
+    from letgo.services import BackgroundServer
+
+    index_dir = stage.workdir / "search"
+    shutil.rmtree(index_dir, ignore_errors=True)  # this run's listings only
+    with TantivyBackend(index_dir) as backend:
+        invoke = IndexerInvoke(Indexer(backend))
+        mapping = stage.new_mapping(invoke=invoke, batch_size=500)
+        mapping.start("TRIM_HORIZON")
+        progress = Progress("search indexer over the stream (records)")
+        mapping.drain(progress=progress)
+        progress.finish()
+        backend.refresh()
+        with BackgroundServer(create_app(backend, ApiConfig(max_request_seconds=None))) as api:
+            examples = list(run_examples(api.url))
+    outcome = invoke.outcome
+    return {"listing_events": outcome.events, "indexed": outcome.indexed, "removed": outcome.removed,
+            "skipped": len(outcome.skipped), "index": str(index_dir), "examples": examples}
 
 
 def build_report(plan: Any, inventory: Any, duplicates: int, stage: LocalStage, alerts: list[dict[str, Any]],
@@ -147,6 +176,13 @@ def print_report(report: dict[str, Any], say=print) -> None:
             top = ", ".join(f"{t['group']}: {t['value']:,.6g}" for t in metric["top"] if t["value"] is not None)
             say(f"      {name:<26} {metric['aggregation']:<15} latest window: {top}")
         say(f"  chart          {stats['chart']}")
+    search = report.get("search")
+    if search:
+        say(f"  search         {search['listing_events']:,} listing events -> {search['indexed']:,} ads indexed, "
+            f"{search['removed']:,} removed (sold/deleted), {search['skipped']} skipped; example queries:")
+        from letgo.search_local import say_examples
+
+        say_examples(search["examples"], lambda line: say("    " + line))
     for name, ok in report["checks"].items():
         say(f"  [{'ok' if ok else 'FAILED'}] {name}")
     say(f"report: {report['path']}  ({report['seconds']} s)")

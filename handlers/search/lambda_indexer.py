@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 from handlers.search import open_backend
-from handlers.search.indexer import Indexer
+from handlers.search.indexer import IndexOutcome, Indexer
 from handlers.tracking.core import Processor
 from handlers.tracking.event_types import load_catalog
 from handlers.tracking.lambda_consumer import records_from_event
@@ -21,9 +21,12 @@ class IndexerHandler:
     def __init__(self, processor: Processor, indexer: Indexer) -> None:
         self.processor, self.indexer = processor, indexer
 
+    def process(self, event: dict[str, Any]) -> IndexOutcome:
+        """Everything but the response shape (the local stage's driver calls this)."""
+        return self.indexer.apply(self.processor.process(records_from_event(event)).events)
+
     def handle(self, event: dict[str, Any]) -> dict[str, Any]:
-        records = records_from_event(event)
-        outcome = self.indexer.apply(self.processor.process(records).events)
+        outcome = self.process(event)
         return {"batchItemFailures": [{"itemIdentifier": seq}
                                       for seq in sorted(outcome.failed_sequence_numbers, key=int)]}
 

@@ -47,8 +47,8 @@ def served(client, body=None, **headers):
 
 
 # -- output bounds -------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("raw, bound", [(RAILS.output_min / 10, RAILS.output_min), (RAILS.output_max * 3, RAILS.output_max),
-                                        (-5.0, RAILS.output_min)])
+@pytest.mark.parametrize("raw, bound", [(RAILS.output_min / 10, RAILS.output_min),
+                                        (RAILS.output_max * 3, RAILS.output_max), (-5.0, RAILS.output_min)])
 def test_guard_value_outside_the_bounds_is_clamped_and_related_outputs_scaled(raw, bound):
     result = guard(RAILS, outputs(raw))
 
@@ -83,7 +83,7 @@ def test_guard_value_that_is_not_a_finite_number_is_never_served(value):
     assert refused.value.details["field"] == RAILS.output_field
 
 
-# -- maximum change over a window ---------------------------------------------------------------------------------
+# -- maximum change over a window ----------------------------------------------------------------------------------
 def limiter(clock, capacity=100):
     return ChangeLimiter(RAILS.max_change_relative, RAILS.max_change_window_seconds, capacity=capacity, clock=clock)
 
@@ -165,7 +165,7 @@ def test_app_new_version_moves_a_repeated_answer_at_most_the_fraction_within_the
     assert (later["change_limited"], later["prediction"]["suggested_price_eur"]) == (False, 500.0)
 
 
-# -- canary / A-B routing -----------------------------------------------------------------------------------------
+# -- canary / A-B routing ------------------------------------------------------------------------------------------
 USERS = [f"usr_{i:06d}" for i in range(20_000)]
 
 
@@ -216,7 +216,7 @@ def test_app_serves_the_canary_to_the_same_users_every_time_and_counts_per_varia
     assert client.get("/health").json["served"]["canary"]["version"] == "canary-v"
 
 
-# -- input checks -------------------------------------------------------------------------------------------------
+# -- input checks --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("body, field, reason", [
     (request_body(title=None), "title", "missing_field"),
     (request_body(title="ab"), "title", "too_short"),
@@ -250,7 +250,7 @@ def test_unknown_routes_and_methods_answer_the_one_error_shape(method, path, sta
     assert set(response.json["error"]) == {"status", "code", "message"} and response.json["error"]["status"] == status
 
 
-# -- what leaves, what fails ----------------------------------------------------------------------------------------
+# -- what leaves, what fails ---------------------------------------------------------------------------------------
 def test_only_declared_outputs_leave_and_the_answer_names_version_and_variant():
     store = MemoryStore()
     store.add("v1", {"eur": 250.0})
@@ -280,7 +280,7 @@ def test_no_model_published_answers_503_and_health_says_so():
     assert health.status_code == 503 and health.json["status"] == "no_model"
 
 
-# -- kill switch and pinned versions ---------------------------------------------------------------------------------
+# -- kill switch and pinned versions -------------------------------------------------------------------------------
 def test_kill_switch_in_the_store_answers_503_until_it_is_off():
     store = MemoryStore()
     store.add("v1", {"eur": 250.0})
@@ -314,19 +314,21 @@ def test_version_header_is_refused_unless_enabled_and_unknown_versions_are_404()
     store.add("v2", {"eur": 900.0}, point=False)
     closed = app_for(store).test_client().post(PATH, json=request_body(), headers={"X-Model-Version": "v2"})
     client = app_for(store, allow_version_header=True).test_client()
+    user = served(client)  # anchors this input's window at v1's answer
     pinned = served(client, **{"X-Model-Version": "v2"})
     unknown = client.post(PATH, json=request_body(), headers={"X-Model-Version": "v9"})
-    user = served(client)
+    user_again = served(client)
 
     assert closed.status_code == 403 and closed.json["error"]["code"] == "version_header_disabled"
     assert (pinned["version"], pinned["variant"], pinned["prediction"]["suggested_price_eur"]) == ("v2", "pinned",
                                                                                                    900.0)
     assert pinned["change_limited"] is False  # the validator sees what the version really answers
     assert unknown.status_code == 404 and unknown.json["error"]["code"] == "unknown_version"
-    assert user["version"] == "v1"
+    assert user["version"] == user_again["version"] == "v1"
+    assert user_again["prediction"] == user["prediction"] and user_again["change_limited"] is False
 
 
-# -- reloads ---------------------------------------------------------------------------------------------------------
+# -- reloads -------------------------------------------------------------------------------------------------------
 def test_pointer_is_checked_at_most_every_reload_seconds():
     clock = ManualClock()
     store = MemoryStore()
@@ -365,7 +367,7 @@ def test_failed_reload_keeps_the_previous_version_and_is_reported_in_health():
     assert health["reload"]["failures"] >= 1
 
 
-# -- configuration -----------------------------------------------------------------------------------------------------
+# -- configuration -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("environ, variable", [
     ({"CANARY_SHARE": "0.1"}, "CANARY_VERSION"),
     ({"CANARY_SHARE": "1.5", "CANARY_VERSION": "v1"}, "CANARY_SHARE"),
@@ -397,7 +399,7 @@ def test_wsgi_build_names_the_missing_variable(missing):
     assert refused.value.setting == missing
 
 
-# -- SigV4 signing of the validator's requests --------------------------------------------------------------------------
+# -- SigV4 signing of the validator's requests ---------------------------------------------------------------------
 def test_sigv4_signer_signs_the_exact_body_for_the_service_and_region():
     signer = SigV4Signer("eu-west-1", service="execute-api", credentials=Credentials("AKIDEXAMPLE", "secret", "tok"))
     url = "https://abc123.execute-api.eu-west-1.amazonaws.com/prod/v1/price-suggestion"

@@ -81,7 +81,7 @@ def test_judge_errors_blame_the_candidate_only_for_its_own_faults(status, code, 
     assert (result.passed, result.judged) == (False, judged)
 
 
-# -- events -----------------------------------------------------------------------------------------------------
+# -- events --------------------------------------------------------------------------------------------------------
 BUCKET, PREFIX = "letgo-dev-models", "models/"
 
 

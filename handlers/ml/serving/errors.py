@@ -1,0 +1,96 @@
+"""Errors of the serving wrapper and the validator, as types that carry data.
+
+Every error a route can meet is a :class:`ServingError` with an HTTP status and a stable ``code``; the app
+turns each into the one JSON shape ``{"error": {"status", "code", "message", ...}}`` in one place
+(:func:`handlers.ml.serving.app.create_app`). The validator reads ``code`` back to tell a broken candidate
+(``model_unloadable``, ``prediction_failed``, ``unknown_version``) from a serving API it cannot judge with
+(unreachable, misconfigured).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+
+class ServingError(Exception):
+    """A request the serving app cannot answer with a prediction; ``status`` and ``code`` say how."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, field: str | None = None, details: Mapping[str, Any] | None = None) -> None:
+        self.message, self.field, self.details = message, field, dict(details or {})
+        super().__init__(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"status": self.status, "code": self.code, "message": self.message}
+        if self.field is not None:
+            body["field"] = self.field
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class InvalidInput(ServingError):
+    """The request body breaks the endpoint's declared inputs; ``field`` and ``details.reason`` say where and why."""
+
+    status, code = 400, "invalid_input"
+
+
+class VersionHeaderDisabled(ServingError):
+    """``X-Model-Version`` was sent to an app that does not allow choosing a version (only the validator may)."""
+
+    status, code = 403, "version_header_disabled"
+
+
+class UnknownVersion(ServingError):
+    """``X-Model-Version`` names a version the store does not hold."""
+
+    status, code = 404, "unknown_version"
+
+
+class ModelDisabled(ServingError):
+    """The model's kill switch is on (the store's flag or the definition's environment variable)."""
+
+    status, code = 503, "model_disabled"
+
+
+class ModelUnavailable(ServingError):
+    """No version could be loaded yet (nothing published, or every load failed): nothing to answer with."""
+
+    status, code = 503, "model_unavailable"
+
+
+class ModelUnloadable(ServingError):
+    """The asked version exists but cannot be loaded (checksum mismatch, untrusted types, unreadable)."""
+
+    status, code = 500, "model_unloadable"
+
+
+class PredictionFailed(ServingError):
+    """The model's predict raised, or returned something the endpoint does not declare or cannot serve."""
+
+    status, code = 500, "prediction_failed"
+
+
+class ConfigError(Exception):
+    """The serving or validator configuration is unusable; names the setting (environment variable) and why."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        self.setting, self.message = setting, message
+        super().__init__(f"{setting}: {message}")
+
+
+class ServingUnreachable(Exception):
+    """The validator could not get an HTTP answer from the serving API (connection refused, timeout, DNS)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url, self.reason = url, reason
+        super().__init__(f"{url}: {reason}")
+
+
+class ValidationInconclusive(Exception):
+    """The validator could not judge the candidate; raised by the Lambda so the invocation is retried."""
+
+    def __init__(self, report: Any) -> None:
+        self.report = report
+        super().__init__(report.summary())
