@@ -40,6 +40,18 @@ PACKAGES = {
     # the search indexer: the tracking core (it validates first) + the OpenSearch client
     "indexer": {"code": ["handlers"], "data": ["event_types", "config"],
                 "requirements": ["requirements.txt", "requirements-search.txt"]},
+    # the model validator: golden requests against the serving API; no numpy/scikit-learn (it rebuilds no
+    # model and computes no metric); the definitions ride along under models/
+    "validator": {"code": ["handlers"], "data": ["models"],
+                  "requirements": ["requirements.txt"]},
+    # Beanstalk source bundles (not Lambda): the search API on the Python platform — a Procfile and the
+    # vendored wheels its requirements.txt installs offline — and the model serving API on the Docker platform
+    "search-api": {"code": ["handlers"], "data": ["event_types", "config"],
+                   "bundle": {"python": ["requirements-search.txt", "requirements.txt"],
+                              "Procfile": "web: gunicorn --bind :8000 --workers 2 --threads 4 --timeout 30 "
+                                          "handlers.search.wsgi:app\n"}},
+    "serving": {"code": ["handlers"], "data": ["models", "requirements.txt"], "requirements": False,
+                "bundle": {"files": {"Dockerfile": "handlers/ml/Dockerfile.serving"}}},
     # the warehouse loader: the runtime's boto3 only (Redshift Data API, S3)
     "warehouse": {"code": ["handlers/__init__.py", "handlers/core/__init__.py", "handlers/core/aws.py",
                            "handlers/warehouse"], "data": [], "requirements": False},
@@ -47,16 +59,35 @@ PACKAGES = {
 SKIP_PARTS = {"__pycache__", ".pytest_cache"}
 
 
-def lambda_requirements(files: list[str] | tuple[str, ...] = ("requirements.txt",)) -> list[str]:
-    lines = [line for name in files for line in (REPO / name).read_text().splitlines()
-             if not line.strip().startswith("-r")]
+def lambda_requirements(files: list[str] | tuple[str, ...] = ("requirements.txt",), *,
+                        keep_runtime: bool = False) -> list[str]:
+    """Requirement specs of ``files`` (``path:name1,name2`` keeps only those), minus what Lambda provides."""
     wanted = []
-    for line in lines:
-        spec = line.split("#", 1)[0].strip()
-        name = spec.split("[", 1)[0].split(">", 1)[0].split("=", 1)[0].split("<", 1)[0].strip().lower()
-        if spec and name not in PROVIDED_BY_RUNTIME:
-            wanted.append(spec)
+    for entry in files:
+        path, _, only = entry.partition(":")
+        names = {n.strip().lower() for n in only.split(",") if n.strip()}
+        for line in (REPO / path).read_text().splitlines():
+            spec = line.split("#", 1)[0].strip()
+            if not spec or spec.startswith("-"):
+                continue
+            name = spec.split("[", 1)[0].split(">", 1)[0].split("=", 1)[0].split("<", 1)[0].strip().lower()
+            if (keep_runtime or name not in PROVIDED_BY_RUNTIME) and (not names or name in names):
+                wanted.append(spec)
     return wanted
+
+
+def download_wheels(target: Path, requirements: list[str]) -> None:
+    """Every wheel the requirements need, for Beanstalk's Amazon Linux 2023 x86_64 / CPython 3.11."""
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(target),
+                    "--platform", "manylinux2014_x86_64", "--implementation", "cp", "--python-version", "3.11",
+                    "--only-binary=:all:", *requirements], check=True)
+
+
+def add_text(archive: zipfile.ZipFile, name: str, text: str) -> None:
+    info = zipfile.ZipInfo(name, date_time=FIXED_TIME)
+    info.external_attr = 0o644 << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    archive.writestr(info, text.encode())
 
 
 def install_wheels(target: Path, requirements: list[str]) -> None:
@@ -124,16 +155,29 @@ def build(name: str, out: Path = DIST, site: Path | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"package-{name}-") as tmp:
         staging = Path(site) if site else Path(tmp) / "site"
-        with_requirements = spec.get("requirements", True)  # False: a package of our code only
+        bundle = spec.get("bundle") or {}
+        with_requirements = spec.get("requirements", not bundle)  # False: a package of our code only
         if site is None and with_requirements:
             files = with_requirements if isinstance(with_requirements, list) else ["requirements.txt"]
             install_wheels(staging, lambda_requirements(files))
+        wheels = Path(tmp) / "wheels"
+        python_requirements = lambda_requirements(bundle["python"], keep_runtime=True) if "python" in bundle else []
+        if python_requirements:
+            download_wheels(wheels, python_requirements)
         partial = Path(tmp) / f"{name}.zip"
         with zipfile.ZipFile(partial, "w") as archive:
             if with_requirements:
                 add_tree(archive, staging, staging)
             for folder in spec["code"] + spec["data"]:
                 add_tree(archive, REPO / folder, REPO)
+            if python_requirements:  # installed offline on the instance from the bundled wheels
+                add_tree(archive, wheels, Path(tmp))
+                add_text(archive, "requirements.txt", "--no-index\n--find-links wheels\n"
+                         + "".join(f"{r}\n" for r in python_requirements))
+            if "Procfile" in bundle:
+                add_text(archive, "Procfile", bundle["Procfile"])
+            for arcname, source in (bundle.get("files") or {}).items():
+                add_text(archive, arcname, (REPO / source).read_text())
         digest = hashlib.sha256(partial.read_bytes()).hexdigest()
         for old in out.glob(f"{name}-*.zip"):
             old.unlink()

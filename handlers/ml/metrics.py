@@ -11,10 +11,20 @@ gate can then refuse a candidate only when it is worse beyond the allowed margin
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
-import numpy as np
+
+class _Numpy:
+    """numpy, imported on first use: model definitions name these metrics, and the validator Lambda (which
+    reads definitions but computes no metric) runs on python3.11 Lambda, where current numpy wheels do not."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(importlib.import_module("numpy"), name)
+
+
+np: Any = _Numpy()
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,6 @@ from typing import Any, Callable, Iterable, Mapping
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
-from handlers.ml import artifacts
 from handlers.ml.errors import (ChecksumMismatch, ModelNotFound, NoCurrentModel, NoValidatedVersion, StoreError,
                                 UntrustedTypes)
 
@@ -279,6 +278,8 @@ class ModelStore:
         ``version`` None loads the current one (:class:`NoCurrentModel` before the first publish). Raises
         :class:`ChecksumMismatch` or :class:`UntrustedTypes` without deserialising anything.
         """
+        from handlers.ml import artifacts  # skops/scikit-learn: only where a model is rebuilt (not the validator)
+
         data, meta = self.verified_bytes(model, version)
         try:
             obj = artifacts.loads(data, trusted_types)

@@ -371,3 +371,37 @@ def test_search_indexer_reads_the_stream_per_record_and_writes_only_its_domain(r
     assert function["Environment"]["Variables"]["LETGO_OPENSEARCH_URL"] == "https://" + placeholder("DomainEndpoint", "DEV")
     policy = {s["Sid"]: s for s in resources["IndexerRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]}
     assert policy["WriteTheSearchDomain"]["Resource"] == placeholder("DomainArn", "DEV") + "/*"
+
+
+def test_model_serving_is_iam_only_and_the_validator_follows_every_pointer_move(rendered):
+    from deploy.humilis_run import placeholder
+
+    serving = template(rendered, "DEV", "model-serving")["Resources"]
+    routes = [r["Properties"] for r in serving.values() if r["Type"] == "AWS::ApiGatewayV2::Route"]
+    assert routes and all(r["AuthorizationType"] == "AWS_IAM" for r in routes)  # not public
+    options = {(o["Namespace"], o["OptionName"]): o["Value"] for o in serving["Environment"]["Properties"]["OptionSettings"]}
+    bucket = placeholder("ModelsBucketArn", "DEV").split(":")[-1]
+    assert options[("aws:elasticbeanstalk:application:environment", "MODELS_BUCKET")] == bucket
+    assert "Docker" in serving["Environment"]["Properties"]["SolutionStackName"]
+    reads = {s["Sid"]: s for s in serving["InstanceRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]}
+    assert reads["ReadObjects"]["Action"] == ["s3:GetObject"]  # serving never writes the store
+
+    validator = template(rendered, "DEV", "model-validator")["Resources"]
+    rule = validator["PointerMovedRule"]["Properties"]["EventPattern"]
+    assert rule["detail"] == {"bucket": {"name": [bucket]}, "object": {"key": [{"wildcard": "models/*/current.json"}]}}
+    function = validator["ValidatorFunction"]["Properties"]
+    manifest = json.loads((REPO / "dist" / "manifest.json").read_text())
+    assert function["Code"]["S3Key"].endswith(manifest["validator"]["file"])
+    assert function["Handler"] == "handlers.ml.serving.validator.handler"
+    assert function["Environment"]["Variables"]["SERVING_IAM_AUTH"] == "1"
+    invoke = {s["Sid"]: s for s in validator["ValidatorRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]}
+    assert invoke["CallTheServingApi"]["Resource"]["Fn::Sub"].endswith(":" + placeholder("ApiId", "DEV") + "/*")
+
+
+def test_validator_package_imports_without_the_ml_libraries():
+    """The validator zip carries no numpy/scikit-learn (python3.11 Lambda cannot run current numpy wheels)."""
+    code = ("import sys, handlers.ml.serving.validator; "
+            "print(sorted(m for m in ('numpy', 'sklearn', 'scipy', 'skops') if m in sys.modules))")
+    done = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-c", code], capture_output=True, text=True,
+                          cwd=REPO, check=True)
+    assert done.stdout.strip() == "[]"
