@@ -50,6 +50,7 @@ def run_demo(events: int = 20_000, *, workdir: Path | None = None, report_dir: P
         duplicates = sum(o.duplicates for o in outcomes)
         metrics = run_statistics(stage, report_dir, say)
         search = run_search(stage, say)
+        ml = run_ml(stage, say)
         say("taking inventory of the sinks …")
         inventory = take_inventory(client("s3"), raw_bucket=stage.names.raw_bucket,
                                    quarantine_bucket=stage.names.quarantine_bucket,
@@ -59,6 +60,7 @@ def run_demo(events: int = 20_000, *, workdir: Path | None = None, report_dir: P
     report = build_report(plan, inventory, duplicates, stage, alerts, time.monotonic() - started)
     report["metrics"] = metrics
     report["search"] = search
+    report["ml"] = ml
     report_dir.mkdir(parents=True, exist_ok=True)
     path = report_dir / f"run-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
     path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2, default=str))
@@ -124,6 +126,21 @@ def run_search(stage: LocalStage, say=print) -> dict[str, Any]:
             "skipped": len(outcome.skipped), "index": str(index_dir), "examples": examples}
 
 
+def run_ml(stage: LocalStage, say=print) -> dict[str, Any]:
+    """Train the shipped model on this run's listings, publish it, validate it against the serving API, serve."""
+    from letgo.ml_local import PointerEvents, serve_and_validate, train
+
+    names = stage.names
+    say("training the price suggestion model on this run's listings …")
+    events = PointerEvents.subscribe(names.models_bucket, "letgo-model-pointers-local")
+    code, training = train(processed_bucket=names.processed_bucket, partitioned_bucket=names.partitioned_bucket,
+                           models_bucket=names.models_bucket, say=say)
+    result: dict[str, Any] = {"training": training.to_dict() if training is not None else None, "exit_code": code}
+    if training is not None and training.version:
+        result.update(serve_and_validate(models_bucket=names.models_bucket, pointer_events=events))
+    return result
+
+
 def build_report(plan: Any, inventory: Any, duplicates: int, stage: LocalStage, alerts: list[dict[str, Any]],
                  seconds: float) -> dict[str, Any]:
     sent, delivered, quarantined = plan.sent, inventory.postgres_rows, inventory.quarantined
@@ -176,6 +193,21 @@ def print_report(report: dict[str, Any], say=print) -> None:
             top = ", ".join(f"{t['group']}: {t['value']:,.6g}" for t in metric["top"] if t["value"] is not None)
             say(f"      {name:<26} {metric['aggregation']:<15} latest window: {top}")
         say(f"  chart          {stats['chart']}")
+    ml = report.get("ml")
+    if ml:
+        training = ml.get("training") or {}
+        metrics = ", ".join(f"{k} {v:.3g}" for k, v in (training.get("metrics") or {}).items())
+        say(f"  ml             price_suggestion: {training.get('decision', 'failed')} "
+            f"{training.get('version') or ''} (train {training.get('rows', {}).get('train', 0):,} rows, "
+            f"holdout {training.get('rows', {}).get('holdout', 0):,}; {metrics})")
+        for failure in training.get("failures") or []:
+            say(f"      - {failure}")
+        for validation in ml.get("validations", []):
+            say(f"      validator: {validation['headline']}" + (f" ({validation['detail']})" if validation.get('detail') else ''))
+        for prediction in ml.get("predictions", []):
+            out = prediction["output"].get("prediction", prediction["output"]) if prediction["output"] else {}
+            say(f"      POST {prediction['input'].get('title')!r} ({prediction['input'].get('country')}) -> "
+                f"{prediction['status']} {out}")
     search = report.get("search")
     if search:
         say(f"  search         {search['listing_events']:,} listing events -> {search['indexed']:,} ads indexed, "

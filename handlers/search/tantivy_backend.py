@@ -164,10 +164,12 @@ class _LanguageIndex:
         self._dirty = True
 
     def commit(self) -> None:
+        """Commit pending writes; either way, open a searcher on the latest commit — another process (the
+        indexer beside a read-only API worker) may have committed since."""
         if self._dirty and self._writer is not None:
             self._writer.commit()
             self._dirty = False
-            self.reload()
+        self.reload()
 
     def reload(self) -> None:
         self.index.reload()

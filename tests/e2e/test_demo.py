@@ -10,15 +10,34 @@ from tests.stage_kit import private_tmp, stop_leftover_postgres
 pytestmark = pytest.mark.e2e
 
 
-def test_small_demo_accounts_for_every_event(tmp_path):
+EVENTS = 12_000  # enough listings for the price model's min_rows (500) after the holdout
+
+
+def test_demo_accounts_for_every_event_indexes_listings_and_serves_a_validated_model(tmp_path):
     lines: list[str] = []
     with private_tmp() as workdir:  # not tmp_path: see tests/stage_kit.py (PostgreSQL runs as `postgres`)
-        report = run_demo(2000, workdir=workdir / "stage", report_dir=tmp_path / "reports", say=lines.append)
+        report = run_demo(EVENTS, workdir=workdir / "stage", report_dir=tmp_path / "reports", say=lines.append)
         assert stop_leftover_postgres(workdir) == [], "run_demo left PostgreSQL running"
 
     assert report["ok"] is True, report["checks"]
-    assert lines[-1].startswith("conservation: OK sent=2000"), lines[-1]
-    assert report["sent"] == 2000
+    assert lines[-1].startswith(f"conservation: OK sent={EVENTS}"), lines[-1]
+    assert report["sent"] == EVENTS
+
+    search = report["search"]
+    assert search["indexed"] > 0 and search["removed"] > 0
+    madrid, typo, amsterdam, typing = search["examples"]
+    assert madrid["total"] > 0 and madrid["language"]["language"] == "es" and madrid["top"]
+    assert typo["did_you_mean"] == "bicicleta"
+    assert amsterdam["language"]["language"] == "nl" and amsterdam["total"] > 0
+    assert typing["suggestions"] and all("iphone" in s.lower() for s in typing["suggestions"])
+
+    ml = report["ml"]
+    version = ml["training"]["version"]
+    assert ml["training"]["decision"] == "published" and version
+    assert [(v["version"], v["outcome"]) for v in ml["validations"]] == [(version, "validated")]
+    assert ml["current"] == version and version in ml["validated"]
+    assert ml["predictions"] and all(p["status"] == 200 for p in ml["predictions"])
+    assert all(p["output"]["version"] == version for p in ml["predictions"])
     assert report["sent"] == report["delivered"]["postgres"] + report["quarantined"] + report["duplicates"]
     assert report["quarantined"] > 0 and report["duplicates"] > 0  # the traffic does exercise both paths
 
@@ -27,6 +46,6 @@ def test_small_demo_accounts_for_every_event(tmp_path):
         [report["path"].rsplit("/", 1)[-1], report["metrics"]["chart"].rsplit("/", 1)[-1]])
     assert (tmp_path / "reports" / report["metrics"]["chart"].rsplit("/", 1)[-1]).read_bytes()[:4] == b"\x89PNG"
     assert report["metrics"]["metrics"]["events_per_type"]["windows"] >= 1
-    assert written["sent"] == 2000 and written["ok"] is True
+    assert written["sent"] == EVENTS and written["ok"] is True
     assert written["sent"] == written["delivered"]["postgres"] + written["quarantined"] + written["duplicates"]
     assert written["checks"] == report["checks"]

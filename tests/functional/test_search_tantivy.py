@@ -26,3 +26,22 @@ def test_indices_on_disk_survive_a_restart(tmp_path: Path) -> None:
 
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         f"classified_ads_{language}_v{SCHEMA_VERSION}" for language in ("es", "nl", "en", "tr", "pt"))
+
+
+def test_refresh_shows_a_reader_what_another_process_committed(tmp_path):
+    """The API worker reads the directory the indexer (another process) writes: refresh() reopens the reader."""
+    import subprocess
+    import sys
+
+    ads = CORPUS
+    reader = TantivyBackend(tmp_path / "index")
+    reader.setup()
+    writer_code = ("import sys; from pathlib import Path; from handlers.search.tantivy_backend import TantivyBackend; "
+                   "from tests.search_kit import CORPUS; "
+                   "b = TantivyBackend(Path(sys.argv[1])); b.setup(); b.index(CORPUS[:int(sys.argv[2])]); b.close()")
+    repo = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", writer_code, str(tmp_path / "index"), "40"], cwd=repo, check=True)
+    reader.refresh()
+    seen = reader.fetch([ad.item_id for ad in ads[:40]])
+    reader.close()
+    assert len(seen) == 40

@@ -116,3 +116,12 @@ def test_settings_from_environ_require_bucket_and_url_and_read_the_rest():
                                                                                            "execute-api")
     assert settings.client().signer is not None
     assert settings.definitions_dir.name == "models"  # models/ beside handlers/ in the zip
+
+
+def test_parse_event_reads_url_encoded_keys_as_s3_notifications_send_them():
+    from handlers.ml.serving.validator import PointerMoved, parse_event
+
+    event = {"source": "aws.s3", "detail-type": "Object Created",
+             "detail": {"bucket": {"name": "models-b"}, "object": {"key": "models%2Fprice_suggestion%2Fcurrent.json"}}}
+    assert parse_event(event, bucket="models-b", prefix="models/") == PointerMoved(
+        "models-b", "models/price_suggestion/current.json", "price_suggestion")

@@ -44,6 +44,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote_plus
 from typing import Any, Callable, Mapping
 
 from handlers.ml.definition import GoldenRequest, ModelDefinition, load_definitions
@@ -232,7 +233,7 @@ def parse_event(event: Mapping[str, Any], *, bucket: str, prefix: str) -> Pointe
         return f"not an S3 Object Created event ({event.get('source')!r}, {event.get('detail-type')!r})"
     detail = event.get("detail") or {}
     event_bucket = (detail.get("bucket") or {}).get("name")
-    key = (detail.get("object") or {}).get("key")
+    key = unquote_plus((detail.get("object") or {}).get("key") or "")  # S3 notifications URL-encode keys
     if event_bucket != bucket:
         return f"bucket {event_bucket!r} is not the models bucket {bucket!r}"
     match = re.fullmatch(re.escape(prefix) + r"([a-z][a-z0-9_]{1,62})/current\.json", key or "")
