@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from bench import core_bench, pg_bench, statistics_bench
+from bench import core_bench, pg_bench, search_bench, serving_bench, statistics_bench
 from bench.timing import pin_to_one_core, progress, unpinned
 from bench.workloads import lead_events, traffic_mix
 from handlers.tracking.core import Processor
@@ -53,8 +53,24 @@ def table(report: dict[str, Any]) -> str:
         v = pg["variants"]
         lines.append(_row("PostgresSink vs raw COPY", pg["workload"], v["sink"], v["raw_copy"],
                           pg["ratios"]["sink/raw_copy"]))
+    serving = report.get("serving")
+    if serving:
+        v = serving["variants"]
+        lines.append(_row("model serving vs bare Flask", serving["workload"][:12], v["serving"], v["bare_flask"],
+                          serving["ratios"]["serving/bare_flask"]))
     lines.append("")
-    lines.append("rates: best of the alternating rounds (events/s, rows/s for PostgreSQL); ratio = candidate/baseline")
+    lines.append("rates: best of the alternating rounds (events/s, rows/s for PostgreSQL, requests/s for serving); "
+                 "ratio = candidate/baseline")
+    search = report.get("search")
+    if search:
+        full, plain = search["query_full"], search["query_plain"]
+        lines.append("")
+        lines.append(f"search (tantivy, {search['workload']}): indexing {search['indexing']['ads_per_second']:,} ads/s "
+                     f"({search['ratios']['indexing/json_floor']['value']:.3f}x of serialising them to JSON)")
+        lines.append(f"  text+facets+geo   p50 {full['p50_ms']:6.2f} ms  p99 {full['p99_ms']:6.2f} ms   "
+                     f"goal p99 <= {search['goal']['full_p99_ms']:g} ms: {'yes' if search['goal']['met'] else 'NO'}")
+        lines.append(f"  plain text        p50 {plain['p50_ms']:6.2f} ms  p99 {plain['p99_ms']:6.2f} ms   "
+                     f"(baseline; {search['mean_matches_full']:.0f} matches per full query on average)")
     return "\n".join(lines)
 
 
@@ -66,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mix-rounds", type=int, default=3,
                         help="rounds for the secondary traffic-mix workload (jsonschema makes it the slowest)")
     parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL benchmark")
+    parser.add_argument("--ads", type=int, default=search_bench.ADS, help="ads in the search benchmark's index")
+    parser.add_argument("--no-search", action="store_true", help="skip the search benchmark")
+    parser.add_argument("--no-serving", action="store_true", help="skip the model serving benchmark")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -86,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     processor = Processor(load_catalog(event_types_dir), load_settings())
     validators = core_bench.build_validators(processor, event_types_dir)
 
-    print("[1/3] event core vs base64+orjson floor vs base64+json+jsonschema pipeline", flush=True)
+    print("[1/5] event core vs base64+orjson floor vs base64+json+jsonschema pipeline", flush=True)
     progress("building workloads")
     workloads = [lead_events(args.events, now), traffic_mix(args.events, now)]
     report["event_core"] = []
@@ -95,11 +114,11 @@ def main(argv: list[str] | None = None) -> int:
                  f"{workload.mean_bytes:.0f} bytes/event on average")
         report["event_core"].append(core_bench.run(workload, processor, validators, rounds))
 
-    print("[2/3] windowed aggregation (all shipped metrics) vs the same floor", flush=True)
+    print("[2/5] windowed aggregation (all shipped metrics) vs the same floor", flush=True)
     report["statistics"] = statistics_bench.run(workloads[1], processor, args.rounds)
 
     if not args.no_postgres:
-        print("[3/3] PostgresSink.write vs raw psycopg COPY (real PostgreSQL server)", flush=True)
+        print("[3/5] PostgresSink.write vs raw psycopg COPY (real PostgreSQL server)", flush=True)
         lead = workloads[0] if args.rows == args.events else lead_events(args.rows, now)
         events = []
         for i in range(0, len(lead.records), pg_bench.BATCH):
@@ -121,6 +140,14 @@ def main(argv: list[str] | None = None) -> int:
             report["postgres"] = {"workload": lead.name, "mean_event_bytes": round(lead.mean_bytes, 1), **result}
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+    if not args.no_search:
+        print(f"[4/5] search: {args.ads:,} ads in the embedded engine, indexing rate and query latency", flush=True)
+        report["search"] = search_bench.run(args.ads)
+
+    if not args.no_serving:
+        print("[5/5] model serving wrapper vs a bare Flask JSON endpoint (in-process requests)", flush=True)
+        report["serving"] = serving_bench.run(processor, args.rounds)
 
     report["elapsed_seconds"] = round(time.perf_counter() - started, 1)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")

@@ -73,3 +73,28 @@ def test_predict_answers_in_the_requested_currency_with_a_range(trained):
     assert in_gbp["low"] <= in_gbp["suggested_price"] <= in_gbp["high"]
     with pytest.raises(ValueError, match="no exchange rate"):
         price_suggestion.predict(model, {**request, "currency": "JPY"})
+
+
+def test_compiled_scorer_answers_what_scikit_learn_answers(trained):
+    """The serving fast path: the fitted pipeline as plain sums, checked against scikit-learn's predict."""
+    import random
+
+    import numpy as np
+
+    from handlers.ml.models.price_suggestion import LinearScorer, feature_matrix, predict, scorer_of
+
+    _definition, model, _train, _holdout = trained
+    scorer = LinearScorer.compile(model)
+    assert scorer is not None and scorer_of(model) is not None
+    rng = random.Random(5)
+    words = ["iPhone", "13", "128GB", "bicicleta", "montaña", "sofá", "zz-unknown", "Golf", "TDI", "nuevo"]
+    requests = [{"title": " ".join(rng.sample(words, rng.randint(0, 5))),
+                 "category": rng.choice(["phones", "bikes", "cars", "fashion", "never-seen"]),
+                 "condition": rng.choice(["new", "good", None]), "country": rng.choice(["ES", "NL", "GB", "XX"]),
+                 "currency": "EUR"} for _ in range(200)]
+    matrix = feature_matrix({name: [r.get(name) for r in requests] for name in model["features"]},
+                            model["features"], model["kinds"])
+    expected = model["estimator"].predict(matrix)
+    assert np.allclose([scorer(r) for r in requests], expected, rtol=1e-9, atol=0)
+    assert predict(model, requests[0])["suggested_price_eur"] == round(float(expected[0]), 2)
+    assert "_linear_scorer" not in model  # the artefact is left exactly as trained
