@@ -15,6 +15,8 @@
     letgo warehouse sync               copy the local stage's Firehose output into the AWS layout (.local/warehouse)
     letgo warehouse query SQL | --file F   run SQL on it (DuckDB; views events.<type>, events.all_events)
     letgo warehouse prompt             the same, interactively (`sql> `, `;` ends a statement, \\q quits)
+    letgo search reindex [--path D | --opensearch-url U]   rebuild a search index from the processed events
+    letgo ml train | serve             train/publish the price model on the local stage; serve it (+ validator)
     letgo warehouse migrate --stage S  apply migrations/redshift/ to a deployed stage's cluster, publish load specs
     letgo warehouse load --stage S --day D [--type T]   (re)load a day's delivered objects (idempotent re-drive)
 """
@@ -275,6 +277,7 @@ def cmd_stage_up(args: argparse.Namespace) -> int:
             return mapping
 
         stats: TumblingWindowMapping | None = windows("TRIM_HORIZON")
+        search_backend, indexing, search_api = _local_search(stack, stage)
         keys = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
                 "AWS_DEFAULT_REGION", "RAW_BUCKET", "QUARANTINE_BUCKET", "FIREHOSE_STREAM", "DATABASE_URL",
                 "SENTRY_LOCAL_PATH", "STAGE")
@@ -284,7 +287,9 @@ def cmd_stage_up(args: argparse.Namespace) -> int:
         print(f"collector (Segment-compatible): {collector.url}/v1/batch  write key: {args.write_key}")
         print(f"PostgreSQL: {stage.postgres.dsn}")
         print(f"metrics API: {metrics_api.url}/metrics  (…/metrics/<name>?last=60, …/metrics/<name>/chart.png)")
-        print("consuming events and statistics; Ctrl-C (or `letgo stage down`) stops the stage")
+        print(f"search API: {search_api.url}/  (the page; …/search?q=…&lat=…&lon=…, …/autocomplete?q=…, "
+              f"…/openapi.json)")
+        print("consuming events, statistics and listings; Ctrl-C (or `letgo stage down`) stops the stage")
         try:
             assert stage.mapping is not None
             while not stop:
@@ -297,7 +302,10 @@ def cmd_stage_up(args: argparse.Namespace) -> int:
                         stats = windows("AT_TIMESTAMP", _control()["resume_at"])
                         _control(statistics="running")
                 handled = stage.mapping.poll() + (stats.poll() if stats is not None else 0)
-                if handled == 0:
+                indexed = indexing.poll()
+                if indexed:
+                    search_backend.refresh()  # what was indexed becomes searchable (as OpenSearch's 1 s refresh)
+                if handled + indexed == 0:
                     time.sleep(0.5)
             if stats is not None:
                 stats.flush()
@@ -305,6 +313,25 @@ def cmd_stage_up(args: argparse.Namespace) -> int:
             STAGE_FILE.unlink(missing_ok=True)
             CONTROL_FILE.unlink(missing_ok=True)
     return 0
+
+
+def _local_search(stack: ExitStack, stage: Any) -> tuple[Any, Any, Any]:
+    """The search indexer (its own mapping on the stream) into the embedded engine, and the search API."""
+    import shutil
+
+    from handlers.search.api import ApiConfig, create_app
+    from handlers.search.indexer import Indexer
+    from handlers.search.tantivy_backend import TantivyBackend
+    from letgo.search_local import IndexerInvoke
+    from letgo.services import BackgroundServer
+
+    index_dir = stage.workdir / "search"
+    shutil.rmtree(index_dir, ignore_errors=True)  # the stream is read from its start: rebuilt from scratch
+    backend = stack.enter_context(TantivyBackend(index_dir))
+    indexing = stage.new_mapping(invoke=IndexerInvoke(Indexer(backend)), batch_size=500)
+    indexing.start("TRIM_HORIZON")
+    api = stack.enter_context(BackgroundServer(create_app(backend, ApiConfig())))
+    return backend, indexing, api
 
 
 def _wait_for(state: str, timeout: float = 30) -> None:
@@ -506,6 +533,44 @@ def cmd_warehouse(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    """reindex: rebuild an index from the processed events (the local stage's bucket by default)."""
+    from handlers.core.aws import client
+    from handlers.search import open_backend
+    from letgo.progress import Progress
+    from letgo.search_local import processed_listing_events, reindex
+    from letgo.stage import StageNames
+
+    if args.bucket is None:
+        _stage_info()  # the running local stage's moto endpoint
+    bucket = args.bucket or StageNames().processed_bucket
+    env = {"LETGO_SEARCH_BACKEND": "opensearch", "LETGO_OPENSEARCH_URL": args.opensearch_url} if args.opensearch_url \
+        else {"LETGO_SEARCH_BACKEND": "tantivy", "LETGO_SEARCH_PATH": args.path}
+    events = processed_listing_events(client("s3"), bucket)
+    print(f"{len(events):,} listing events in s3://{bucket}/events/")
+    with open_backend({**os.environ, **env}) as backend:
+        written = reindex(backend, events, progress=Progress("ads written"))
+    print(f"reindexed {written:,} listings into {backend.name}")
+    return 0
+
+
+def cmd_ml(args: argparse.Namespace) -> int:
+    """train: the Batch job's training on the running local stage; serve: the serving API + the validator."""
+    from letgo.ml_local import PointerEvents, serve_forever, train
+    from letgo.stage import StageNames
+
+    _stage_info()
+    names = StageNames()
+    definition = Path(args.definition)
+    if args.action == "train":
+        code, report = train(processed_bucket=names.processed_bucket, partitioned_bucket=names.partitioned_bucket,
+                             models_bucket=names.models_bucket, definition=definition)
+        print(report.summary() if report is not None else "training failed before a report (see the log)")
+        return code
+    events = PointerEvents.subscribe(names.models_bucket, "letgo-model-pointers-stage")
+    return serve_forever(models_bucket=names.models_bucket, pointer_events=events, definition=definition)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="letgo", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -573,6 +638,18 @@ def build_parser() -> argparse.ArgumentParser:
     warehouse.add_argument("--day", help="load: the UTC day of the objects to (re)load, YYYY-MM-DD")
     warehouse.add_argument("--type", help="load: only this event type (default: every type with a load spec)")
     warehouse.set_defaults(func=cmd_warehouse)
+    search = sub.add_parser("search", help="search tooling: rebuild an index from the processed events")
+    search.add_argument("action", choices=["reindex"])
+    search.add_argument("--bucket", help="the processed-events bucket (default: the running local stage's)")
+    search.add_argument("--path", default=str(REPO_ROOT / ".local" / "search-reindex"),
+                        help="tantivy: the index directory to (re)build (default .local/search-reindex)")
+    search.add_argument("--opensearch-url", help="rebuild an OpenSearch cluster's indices instead (alias swap)")
+    search.set_defaults(func=cmd_search)
+
+    ml = sub.add_parser("ml", help="the price model on the running local stage: train it, serve it")
+    ml.add_argument("action", choices=["train", "serve"])
+    ml.add_argument("--definition", default=str(REPO_ROOT / "models" / "price_suggestion.yaml"))
+    ml.set_defaults(func=cmd_ml)
     return parser
 
 

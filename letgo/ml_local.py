@@ -93,3 +93,31 @@ def serve_and_validate(*, models_bucket: str, pointer_events: PointerEvents, def
         health = http.request("GET", "/health").body
     return {"validations": validations, "served": health, "predictions": answers,
             "current": store.current_version(model.name), "validated": store.validated_versions(model.name)}
+
+
+def serve_forever(*, models_bucket: str, pointer_events: PointerEvents, definition: Path = DEFINITION) -> int:
+    """The serving API in the foreground; every few seconds the pointer events go to the validator."""
+    import time
+
+    from handlers.ml.definition import load_definition
+    from handlers.ml.serving.app import create_app
+    from handlers.ml.serving.client import HttpClient
+    from handlers.ml.serving.config import ServingConfig
+    from handlers.ml.serving.validator import handle_event
+    from handlers.ml.store import ModelStore
+    from letgo.services import BackgroundServer
+
+    model = load_definition(definition)
+    store = ModelStore(models_bucket)
+    app = create_app(model, store, config=ServingConfig(allow_version_header=True, reload_seconds=5))
+    with BackgroundServer(app) as api:
+        print(f"serving {model.name}: POST {api.url}{model.endpoints[0].path}  (GET {api.url}/health); Ctrl-C stops")
+        http = HttpClient(api.url)
+        try:
+            while True:
+                for event in pointer_events.drain():
+                    print("validator:", handle_event(event, definitions={model.name: model}, store=store,
+                                                     client=http).headline())
+                time.sleep(5)
+        except KeyboardInterrupt:
+            return 0
