@@ -44,3 +44,17 @@ def stage(session_stage):
     from handlers.tracking import lambda_consumer
 
     lambda_consumer.reset()
+
+
+@pytest.fixture
+def sentry_file(tmp_path):
+    """Real sentry-sdk with its local file transport for one test; reporting is off again afterwards."""
+    import sentry_sdk
+
+    from handlers.core.alerts import init_sentry
+
+    path = tmp_path / "sentry.jsonl"
+    init_sentry("test", local_path=path)
+    yield path
+    sentry_sdk.get_client().close()
+    sentry_sdk.get_global_scope().set_client(None)

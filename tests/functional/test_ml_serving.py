@@ -13,7 +13,7 @@ import pytest
 import sentry_sdk
 from sklearn.linear_model import LogisticRegression
 
-from handlers.core.alerts import init_sentry, read_local_alerts
+from handlers.core.alerts import read_local_alerts
 from handlers.ml import artifacts
 from handlers.ml.serving.client import HttpClient
 from handlers.ml.store import ModelStore
@@ -39,15 +39,6 @@ def aws(request, tmp_path_factory):
 def store(aws):
     """A fresh models bucket per test: each starts with no model."""
     return ModelStore(aws.bucket(f"serving-models-{next(_buckets)}"), s3=aws.s3(), clock=TickClock())
-
-
-@pytest.fixture
-def sentry_file(tmp_path):
-    path = tmp_path / "sentry.jsonl"
-    init_sentry("test", local_path=path)
-    yield path
-    sentry_sdk.get_client().close()
-    sentry_sdk.get_global_scope().set_client(None)
 
 
 def golden_bodies():

@@ -18,7 +18,7 @@ import pytest
 import sentry_sdk
 import yaml
 
-from handlers.core.alerts import init_sentry, read_local_alerts
+from handlers.core.alerts import read_local_alerts
 from handlers.ml import artifacts
 from handlers.ml.alerts import report_training_problem
 from handlers.ml.data import load_rows
@@ -74,15 +74,6 @@ def served(aws, events):
     report = train(aws, events, store, BASELINE_DAY)
     assert report.decision is Decision.PUBLISHED
     return store, report.version
-
-
-@pytest.fixture
-def sentry_file(tmp_path):
-    path = tmp_path / "sentry.jsonl"
-    init_sentry("test", local_path=path)
-    yield path
-    sentry_sdk.get_client().close()
-    sentry_sdk.get_global_scope().set_client(None)
 
 
 def objects(store: ModelStore, name: str = "price_suggestion") -> dict[str, bytes]:

@@ -15,7 +15,7 @@ import pytest
 import sentry_sdk
 
 from handlers.core import aws as core_aws
-from handlers.core.alerts import init_sentry, read_local_alerts
+from handlers.core.alerts import read_local_alerts
 from handlers.ml.serving import validator
 from handlers.ml.serving.client import HttpClient
 from handlers.ml.serving.errors import ValidationInconclusive
@@ -45,15 +45,6 @@ def aws(request, tmp_path_factory):
 @pytest.fixture
 def store(aws):
     return ModelStore(aws.bucket(f"validator-models-{next(_buckets)}"), s3=aws.s3(), clock=TickClock())
-
-
-@pytest.fixture
-def sentry_file(tmp_path):
-    path = tmp_path / "sentry.jsonl"
-    init_sentry("test", local_path=path)
-    yield path
-    sentry_sdk.get_client().close()
-    sentry_sdk.get_global_scope().set_client(None)
 
 
 def expected_failures(artefact: bytes) -> list[str]:
