@@ -548,6 +548,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         else {"LETGO_SEARCH_BACKEND": "tantivy", "LETGO_SEARCH_PATH": args.path}
     events = processed_listing_events(client("s3"), bucket)
     print(f"{len(events):,} listing events in s3://{bucket}/events/")
+    if not args.opensearch_url:
+        import shutil
+
+        shutil.rmtree(args.path, ignore_errors=True)  # a rebuild: nothing of a previous index survives
     with open_backend({**os.environ, **env}) as backend:
         written = reindex(backend, events, progress=Progress("ads written"))
     print(f"reindexed {written:,} listings into {backend.name}")

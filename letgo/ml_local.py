@@ -23,6 +23,11 @@ DEFINITION = REPO_ROOT / "models" / "price_suggestion.yaml"
 POINTER_SUFFIX = "current.json"
 
 
+def pointer_event(bucket: str, key: str) -> dict[str, Any]:
+    return {"version": "0", "source": "aws.s3", "detail-type": "Object Created",
+            "detail": {"bucket": {"name": bucket}, "object": {"key": key}}}
+
+
 @dataclass(frozen=True)
 class PointerEvents:
     """S3 notifications of the models bucket's pointers, from an SQS queue, as EventBridge events."""
@@ -40,13 +45,12 @@ class PointerEvents:
         return cls(url)
 
     def drain(self) -> Iterator[dict[str, Any]]:
+        """Each S3 notification as the EventBridge event AWS would deliver (keys stay URL-encoded, as S3 sends)."""
         sqs = client("sqs")
         while messages := sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages"):
             for message in messages:
                 for record in json.loads(message["Body"]).get("Records", []):
-                    yield {"version": "0", "source": "aws.s3", "detail-type": "Object Created",
-                           "detail": {"bucket": {"name": record["s3"]["bucket"]["name"]},
-                                      "object": {"key": record["s3"]["object"]["key"]}}}
+                    yield pointer_event(record["s3"]["bucket"]["name"], record["s3"]["object"]["key"])
                 sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
@@ -113,11 +117,14 @@ def serve_forever(*, models_bucket: str, pointer_events: PointerEvents, definiti
     with BackgroundServer(app) as api:
         print(f"serving {model.name}: POST {api.url}{model.endpoints[0].path}  (GET {api.url}/health); Ctrl-C stops")
         http = HttpClient(api.url)
+        # a model published before this process subscribed (e.g. by `letgo ml train`) is validated first
+        pending = [pointer_event(models_bucket, store.pointer_key(model.name))] if store.current(model.name) else []
         try:
             while True:
-                for event in pointer_events.drain():
+                for event in [*pending, *pointer_events.drain()]:
                     print("validator:", handle_event(event, definitions={model.name: model}, store=store,
                                                      client=http).headline())
+                pending = []
                 time.sleep(5)
         except KeyboardInterrupt:
             return 0

@@ -51,9 +51,14 @@ class LocalFileTransport(Transport):
 
 def init_sentry(stage: str, *, dsn: str | None = None, local_path: Path | None = None,
                 release: str | None = None) -> None:
-    """DSN from the argument or ``SENTRY_DSN``; otherwise the local file transport (argument or
-    ``SENTRY_LOCAL_PATH``); otherwise reporting is off."""
+    """DSN from the argument, ``SENTRY_DSN``, or the Secrets Manager secret ``SENTRY_DSN_SECRET_ARN`` names (how
+    every deployed function and service gets it: the DSN is never in a template); otherwise the local file
+    transport (argument or ``SENTRY_LOCAL_PATH``); otherwise reporting is off."""
     dsn = dsn if dsn is not None else os.environ.get("SENTRY_DSN") or None
+    if dsn is None and os.environ.get("SENTRY_DSN_SECRET_ARN"):
+        from handlers.core.aws import client
+
+        dsn = client("secretsmanager").get_secret_value(SecretId=os.environ["SENTRY_DSN_SECRET_ARN"])["SecretString"]
     if local_path is None and os.environ.get("SENTRY_LOCAL_PATH"):
         local_path = Path(os.environ["SENTRY_LOCAL_PATH"])
     options: dict[str, Any] = dict(

@@ -134,13 +134,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.envi
     except ConfigError as exc:
         log.error("%s", exc)
         return EXIT_ERROR
-    dsn_secret = environ.get("SENTRY_DSN_SECRET_ARN")  # on AWS the DSN lives in Secrets Manager
-    if dsn_secret:
-        from handlers.tracking.consumer import secret_string
-
-        init_sentry(config.stage, dsn=secret_string(dsn_secret))
-    else:
-        init_sentry(config.stage)
+    init_sentry(config.stage)  # on AWS the DSN comes from the secret SENTRY_DSN_SECRET_ARN names
     code, report = train(config)
     if report is None:
         return code

@@ -46,5 +46,8 @@ _handler: IndexerHandler | None = None
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _handler
     if _handler is None:
+        from handlers.core.alerts import init_sentry
+
+        init_sentry(os.environ.get("STAGE", "local"))  # failed batches reach Sentry (DSN: SENTRY_DSN_SECRET_ARN)
         _handler = build_handler()
     return _handler.handle(event)

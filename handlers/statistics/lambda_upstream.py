@@ -15,7 +15,7 @@ import psycopg
 
 from handlers.core.alerts import init_sentry
 from handlers.statistics.upstream import PostgresCounts, evaluate, load_checks, report
-from handlers.tracking.consumer import database_url_from_secret, secret_string
+from handlers.tracking.consumer import database_url_from_secret
 from handlers.tracking.settings import PACKAGE_ROOT
 
 _checks = None
@@ -40,8 +40,7 @@ def run(env: dict[str, str], now: datetime | None = None) -> dict[str, Any]:
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _sentry
-    if not _sentry:  # once per container; the DSN lives in Secrets Manager
-        dsn_secret = os.environ.get("SENTRY_DSN_SECRET_ARN")
-        init_sentry(os.environ.get("STAGE", "local"), dsn=secret_string(dsn_secret) if dsn_secret else None)
+    if not _sentry:  # once per container; the DSN lives in Secrets Manager (SENTRY_DSN_SECRET_ARN)
+        init_sentry(os.environ.get("STAGE", "local"))
         _sentry = True
     return run(dict(os.environ))

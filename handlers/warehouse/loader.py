@@ -34,6 +34,8 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable
 from urllib.parse import unquote_plus
 
+from botocore.exceptions import ClientError
+
 from handlers.core import aws
 from handlers.warehouse.redshift_data import RedshiftData, Target
 
@@ -113,6 +115,9 @@ def load_statements(obj: EventsObject, spec: LoadSpec, role_arn: str) -> list[st
     """One transaction: COPY into a temp table, replace rows by message_id, insert each message once."""
     names = ", ".join(spec.columns)
     return [
+        # serialise loads of one table (Firehose delivers several days of a type at once, the loader runs them
+        # concurrently): without it two DELETE + INSERT transactions may abort each other (error 1023)
+        f"LOCK {spec.cluster_table}",
         f"CREATE TEMP TABLE {STAGING} (LIKE {spec.cluster_table})",
         f"COPY {STAGING} ({names})\nFROM {_quote(obj.uri)}\nIAM_ROLE {_quote(role_arn)}\n"
         f"FORMAT AS JSON {_quote(spec.jsonpaths)}\nGZIP\nTIMEFORMAT 'auto'",
@@ -163,7 +168,9 @@ class Loader:
         if cached is None or self._clock() - cached[0] > self.spec_ttl_seconds:
             try:
                 body = self.s3.get_object(Bucket=self.bucket, Key=f"{LOAD_SPECS_PREFIX}{event_type}.json")["Body"]
-            except self.s3.exceptions.NoSuchKey:
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in ("NoSuchKey", "AccessDenied", "403", "404"):
+                    raise  # S3 answers AccessDenied for a missing key when listing is not allowed there
                 raise LoadSpecMissing(
                     f"no load spec s3://{self.bucket}/{LOAD_SPECS_PREFIX}{event_type}.json: the warehouse "
                     f"migration for {event_type} has not been applied (`letgo warehouse migrate --stage …`)"

@@ -93,5 +93,9 @@ class RedshiftData:
             if status in FAILED:
                 raise StatementFailed(statement_id, sql, description.get("Error") or status)
             if time.monotonic() > deadline:
+                try:  # a retry must not run beside it: stop it (a finished statement refuses; fine)
+                    self.client.cancel_statement(Id=statement_id)
+                except Exception:  # noqa: BLE001 - best effort; the timeout is what we report
+                    pass
                 raise StatementTimedOut(f"statement {statement_id} still {status} after {self.timeout_seconds} s")
             self._sleep(self.poll_seconds)

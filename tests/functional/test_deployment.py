@@ -405,3 +405,44 @@ def test_validator_package_imports_without_the_ml_libraries():
     done = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-c", code], capture_output=True, text=True,
                           cwd=REPO, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_search_replicas_follow_zone_awareness(rendered):
+    for stage, replicas in (("DEV", "0"), ("PROD", "1")):
+        indexer = template(rendered, stage, "search-indexer")["Resources"]["IndexerFunction"]["Properties"]
+        assert indexer["Environment"]["Variables"]["LETGO_OPENSEARCH_REPLICAS"] == replicas
+        api = template(rendered, stage, "search-api")["Resources"]["Environment"]["Properties"]["OptionSettings"]
+        assert {o["OptionName"]: o["Value"] for o in api}["LETGO_OPENSEARCH_REPLICAS"] == replicas
+
+
+def test_every_function_and_service_gets_the_sentry_secret_and_may_read_it(tmp_path):
+    import yaml
+
+    arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:letgo/sentry-AbCdEf"
+    parameters = yaml.safe_load((REPO / "environments" / "parameters.yaml").read_text())
+    parameters["DEV"]["sentry_dsn_secret_arn"] = arn
+    changed = tmp_path / "parameters.yaml"
+    changed.write_text(yaml.safe_dump(parameters))
+    humilis("render", "--stage", "DEV", "--out", str(tmp_path / "out"), "--parameters", str(changed))
+    seen = []
+    for path in sorted((tmp_path / "out" / "DEV").glob("*.json")):
+        resources = load(path)["Resources"]
+        for name, resource in resources.items():
+            props = resource["Properties"]
+            if resource["Type"] == "AWS::Lambda::Function":
+                env = props.get("Environment", {}).get("Variables", {})
+            elif resource["Type"] == "AWS::ElasticBeanstalk::Environment":
+                env = {o["OptionName"]: o["Value"] for o in props["OptionSettings"]}
+            elif resource["Type"] == "AWS::Batch::JobDefinition":
+                env = {e["Name"]: e["Value"] for e in props["ContainerProperties"]["Environment"]}
+            else:
+                continue
+            if "SENTRY_DSN_SECRET_ARN" in env:
+                assert env["SENTRY_DSN_SECRET_ARN"] == arn
+                seen.append(f"{path.stem}/{name}")
+        if any(item.startswith(path.stem + "/") for item in seen):  # whoever gets the ARN may read that secret
+            readers = [s for _, s in statements(load(path)) if "secretsmanager:GetSecretValue" in as_list(s["Action"])]
+            assert any(arn in as_list(s["Resource"]) for s in readers), path.stem
+    assert {"kinesis/ConsumerFunction", "statistics/UpstreamFunction", "search-indexer/IndexerFunction",
+            "search-api/Environment", "model-serving/Environment", "model-validator/ValidatorFunction",
+            "batch/JobDefinition"} <= set(seen), seen

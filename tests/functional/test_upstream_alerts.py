@@ -65,3 +65,22 @@ def test_cli_prints_findings_and_fails_when_there_are_some(stage, metrics_db, tm
     assert code == 1  # an empty database: every type with an absence check is silent
     assert "absent" in out and "no Lead events for 30 minutes" in out
     assert {tuple(i["fingerprint"]) for i in read_local_alerts(alerts)} >= {("upstream-data", "Lead", "absent")}
+
+
+def test_deployed_code_reads_the_sentry_dsn_from_its_secret(stage, monkeypatch):
+    """Every function and service gets SENTRY_DSN_SECRET_ARN (never the DSN itself): init_sentry resolves it."""
+    import sentry_sdk
+
+    from handlers.core.aws import client
+
+    dsn = "https://public@o0.ingest.sentry.example/42"
+    arn = client("secretsmanager").create_secret(Name="letgo/sentry-dsn-test", SecretString=dsn)["ARN"]
+    monkeypatch.delenv("SENTRY_DSN", raising=False)
+    monkeypatch.setenv("SENTRY_DSN_SECRET_ARN", arn)
+    try:
+        init_sentry("test")
+        assert sentry_sdk.get_client().dsn == dsn
+    finally:
+        sentry_sdk.get_client().close()
+        sentry_sdk.get_global_scope().set_client(None)
+        client("secretsmanager").delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)

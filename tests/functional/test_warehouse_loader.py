@@ -61,9 +61,9 @@ def test_loader_registers_the_partition_and_loads_a_recent_object_in_one_transac
     [partition] = redshift.single
     assert partition.startswith("ALTER TABLE history.item_listed ADD IF NOT EXISTS PARTITION (dt='2026-11-25')")
     [transaction] = redshift.transactions
-    assert f"FROM 's3://{published}/{key}'" in transaction[1]
-    assert f"FORMAT AS JSON 's3://{published}/warehouse/jsonpaths/item_listed.json'" in transaction[1]
-    assert "prop_language" in transaction[1] and "location_lat" in transaction[1]  # the spec's columns
+    assert f"FROM 's3://{published}/{key}'" in transaction[2]
+    assert f"FORMAT AS JSON 's3://{published}/warehouse/jsonpaths/item_listed.json'" in transaction[2]
+    assert "prop_language" in transaction[2] and "location_lat" in transaction[2]  # the spec's columns
 
 
 def test_loader_only_registers_history_for_days_older_than_the_cluster_window(published):

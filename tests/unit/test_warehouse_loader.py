@@ -17,7 +17,7 @@ from botocore.stub import Stubber
 from handlers.core import aws
 from handlers.warehouse.loader import (EventsObject, LoadSpec, NotAnEventObject, STAGING, load_statements,
                                        parse_key, partition_statement)
-from handlers.warehouse.redshift_data import RedshiftData, StatementFailed, Target
+from handlers.warehouse.redshift_data import RedshiftData, StatementFailed, StatementTimedOut, Target
 
 pytestmark = pytest.mark.unit
 
@@ -45,7 +45,7 @@ def test_parse_key_refuses_what_is_not_a_delivered_events_object(key):
 
 def test_statements_quote_what_they_embed():
     obj = EventsObject("processed", "events/type=Lead/dt=2026-11-25/it's.gz", "Lead", date(2026, 11, 25))
-    copy = load_statements(obj, SPEC, "arn:aws:iam::1:role/copy")[1]
+    copy = load_statements(obj, SPEC, "arn:aws:iam::1:role/copy")[2]
     assert "'s3://processed/events/type=Lead/dt=2026-11-25/it''s.gz'" in copy
     assert sqlglot.parse_one(partition_statement(obj, SPEC), read="redshift")
 
@@ -53,7 +53,8 @@ def test_statements_quote_what_they_embed():
 def _run_load(db, rows):
     """The load transaction on DuckDB, with COPY replaced by inserting ``rows`` into the staging table."""
     obj = EventsObject("processed", "events/type=Lead/dt=2026-11-25/a.gz", "Lead", date(2026, 11, 25))
-    create, copy, delete, insert, drop = load_statements(obj, SPEC, "arn:aws:iam::1:role/copy")
+    lock, create, copy, delete, insert, drop = load_statements(obj, SPEC, "arn:aws:iam::1:role/copy")
+    assert lock == "LOCK events.lead"  # DuckDB has no LOCK: one connection, nothing to serialise
     assert create.startswith(f"CREATE TEMP TABLE {STAGING}") and copy.startswith(f"COPY {STAGING}")
     db.execute(f"CREATE TEMP TABLE {STAGING} AS SELECT * FROM events.lead LIMIT 0")
     db.executemany(f"INSERT INTO {STAGING} VALUES (?, ?, ?, ?)", rows)
@@ -116,3 +117,14 @@ def test_redshift_data_rows_reads_every_page_and_nulls():
                       {"Id": "s-3", "NextToken": "t"})
     with stub:
         assert redshift.rows("SELECT 1") == [["0001_initial", 3], ["0002_x", None]]
+
+
+def test_redshift_data_cancels_a_statement_that_outlives_its_budget():
+    redshift, stub = _stubbed()
+    redshift.timeout_seconds = 0.0
+    stub.add_response("execute_statement", {"Id": "s-4"})
+    stub.add_response("describe_statement", {"Id": "s-4", "Status": "STARTED"})
+    stub.add_response("cancel_statement", {"Status": True}, {"Id": "s-4"})
+    with stub, pytest.raises(StatementTimedOut):
+        redshift.run("VACUUM events.lead")
+    stub.assert_no_pending_responses()
