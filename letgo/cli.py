@@ -16,6 +16,7 @@
     letgo warehouse query SQL | --file F   run SQL on it (DuckDB; views events.<type>, events.all_events)
     letgo warehouse prompt             the same, interactively (`sql> `, `;` ends a statement, \\q quits)
     letgo search reindex [--path D | --opensearch-url U]   rebuild a search index from the processed events
+    letgo search setup --stage S       a stage's search templates, aliases and access roles (as the domain admin)
     letgo ml train | serve             train/publish the price model on the local stage; serve it (+ validator)
     letgo warehouse migrate --stage S  apply migrations/redshift/ to a deployed stage's cluster, publish load specs
     letgo warehouse load --stage S --day D [--type T]   (re)load a day's delivered objects (idempotent re-drive)
@@ -533,8 +534,42 @@ def cmd_warehouse(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search_setup(args: argparse.Namespace) -> int:
+    """Templates, aliases and the security roles + mappings of a deployed stage's domain, as its admin role."""
+    from handlers.core.aws import client
+    from handlers.search import access, open_backend
+    from letgo.warehouse.migrate import MigrationError, stack_outputs
+
+    try:
+        search = stack_outputs(client("cloudformation"), "elasticsearch", args.stage)
+        writer = stack_outputs(client("cloudformation"), "search-indexer", args.stage)["IndexerRoleArn"]
+        reader = stack_outputs(client("cloudformation"), "search-api", args.stage)["InstanceRoleArn"]
+    except MigrationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    credentials = client("sts").assume_role(RoleArn=search["AdminRoleArn"],
+                                            RoleSessionName="letgo-search-setup")["Credentials"]
+    os.environ.update({"AWS_ACCESS_KEY_ID": credentials["AccessKeyId"],
+                       "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
+                       "AWS_SESSION_TOKEN": credentials["SessionToken"]})  # this process acts as the master user
+    replicas = "1" if args.replicas is None and args.stage.upper() == "PROD" else str(args.replicas or 0)
+    env = {**os.environ, "LETGO_SEARCH_BACKEND": "opensearch",
+           "LETGO_OPENSEARCH_URL": f"https://{search['DomainEndpoint']}",
+           "LETGO_OPENSEARCH_AWS_REGION": os.environ.get("AWS_REGION", "eu-west-1"),
+           "LETGO_OPENSEARCH_REPLICAS": replicas}
+    with open_backend(env) as backend:  # setup(): templates per language, versioned indices, aliases
+        for line in access.apply(backend.client, [writer], [reader]):
+            print(line)
+    print(f"search domain of {args.stage.upper()}: templates, aliases and access are in place")
+    return 0
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     """reindex: rebuild an index from the processed events (the local stage's bucket by default)."""
+    if args.action == "setup":
+        if not args.stage:
+            raise SystemExit("search setup works on a deployed stage: pass --stage DEV (or PROD)")
+        return cmd_search_setup(args)
     from handlers.core.aws import client
     from handlers.search import open_backend
     from letgo.progress import Progress
@@ -643,7 +678,9 @@ def build_parser() -> argparse.ArgumentParser:
     warehouse.add_argument("--type", help="load: only this event type (default: every type with a load spec)")
     warehouse.set_defaults(func=cmd_warehouse)
     search = sub.add_parser("search", help="search tooling: rebuild an index from the processed events")
-    search.add_argument("action", choices=["reindex"])
+    search.add_argument("action", choices=["reindex", "setup"])
+    search.add_argument("--stage", help="setup: the deployed stage (run from inside its VPC: the domain is private)")
+    search.add_argument("--replicas", type=int, help="setup: replica shards (default 1 on PROD, else 0)")
     search.add_argument("--bucket", help="the processed-events bucket (default: the running local stage's)")
     search.add_argument("--path", default=str(REPO_ROOT / ".local" / "search-reindex"),
                         help="tantivy: the index directory to (re)build (default .local/search-reindex)")

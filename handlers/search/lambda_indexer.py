@@ -36,7 +36,8 @@ def build_handler(env: dict[str, str] | None = None) -> IndexerHandler:
     settings = load_settings()
     catalog = load_catalog(PACKAGE_ROOT / "event_types", max_depth=settings.max_depth)
     backend = open_backend(env)  # LETGO_OPENSEARCH_URL (+ region: SigV4) on AWS
-    backend.setup()  # idempotent: templates and aliases exist before the first write
+    if env.get("LETGO_SEARCH_SETUP", "1") != "0":  # on AWS `letgo search setup` made them (handlers/search/access.py)
+        backend.setup()  # idempotent: templates and aliases exist before the first write
     return IndexerHandler(Processor(catalog, settings), Indexer(backend))
 
 

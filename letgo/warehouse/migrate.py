@@ -139,6 +139,17 @@ class Migrator:
         return names
 
 
+def stack_outputs(cloudformation: Any, layer: str, stage: str) -> dict[str, str]:
+    """A deployed layer's outputs (humilis names stacks ``letgo-<layer>-<STAGE>``)."""
+    name = f"letgo-{layer}-{stage.upper()}"
+    try:
+        stack = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
+    except cloudformation.exceptions.ClientError as exc:
+        raise MigrationError(f"stack {name} not found ({exc}): deploy the stage first "
+                             f"(`make deploy STAGE={stage.upper()}`)") from None
+    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+
 @dataclass(frozen=True)
 class StageWarehouse:
     """A deployed stage's warehouse, from its stacks' outputs (humilis names stacks ``letgo-<layer>-<STAGE>``)."""
@@ -152,15 +163,6 @@ class StageWarehouse:
 
     @classmethod
     def from_stacks(cls, cloudformation: Any, stage: str) -> "StageWarehouse":
-        def outputs(layer: str) -> dict[str, str]:
-            name = f"letgo-{layer}-{stage.upper()}"
-            try:
-                stack = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
-            except cloudformation.exceptions.ClientError as exc:
-                raise MigrationError(f"stack {name} not found ({exc}): deploy the stage first "
-                                     f"(`make deploy STAGE={stage.upper()}`)") from None
-            return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
-
-        redshift, storage = outputs("redshift"), outputs("storage")
+        redshift, storage = stack_outputs(cloudformation, "redshift", stage), stack_outputs(cloudformation, "storage", stage)
         return cls(redshift["ClusterIdentifier"], redshift["DatabaseName"], redshift["MasterSecretArn"],
                    redshift["SpectrumRoleArn"], redshift["GlueDatabase"], storage["ProcessedBucketName"])

@@ -319,7 +319,12 @@ def test_search_api_is_reached_only_through_the_http_api_and_reads_only_its_doma
     assert stage_settings["DefaultRouteSettings"]["ThrottlingRateLimit"] > 0 and stage_settings["AccessLogSettings"]
     policy = {s["Sid"]: s for s in resources["InstanceRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]}
     assert policy["SearchDomainHttp"]["Resource"] == placeholder("DomainArn", stage) + "/*"
+    assert not {"es:ESHttpPut", "es:ESHttpDelete"} & set(policy["SearchDomainHttp"]["Action"])  # it only reads
     assert "ReadObjects" not in policy  # the search API reads no bucket
+    # templates and aliases are made by `letgo search setup` as the domain admin, not by the services
+    assert options[("aws:elasticbeanstalk:application:environment", "LETGO_SEARCH_SETUP")] == "0"
+    indexer = template(rendered, stage, "search-indexer")["Resources"]["IndexerFunction"]["Properties"]
+    assert indexer["Environment"]["Variables"]["LETGO_SEARCH_SETUP"] == "0"
 
 
 def test_training_runs_on_schedule_per_model_and_only_writes_the_model_store(rendered):
