@@ -2,7 +2,9 @@
 
 Sets up the stage, pushes synthetic marketplace traffic (and a few events from the unmodified Segment
 SDK through the local collector) onto the stream, drains it through the Lambda handler via the
-event-source-mapping driver, takes an inventory of every sink, writes the report as JSON and ends with::
+event-source-mapping driver, runs the statistics over the same stream, indexes the listings and asks the
+search API a few questions, trains / publishes / validates / serves the price model on the run's listings,
+takes an inventory of every sink, writes the report as JSON and ends with::
 
     conservation: OK sent=… delivered=… quarantined=… duplicates=…
 """
@@ -203,7 +205,8 @@ def print_report(report: dict[str, Any], say=print) -> None:
         for failure in training.get("failures") or []:
             say(f"      - {failure}")
         for validation in ml.get("validations", []):
-            say(f"      validator: {validation['headline']}" + (f" ({validation['detail']})" if validation.get('detail') else ''))
+            detail = f" ({validation['detail']})" if validation.get("detail") else ""
+            say(f"      validator: {validation['headline']}{detail}")
         for prediction in ml.get("predictions", []):
             out = prediction["output"].get("prediction", prediction["output"]) if prediction["output"] else {}
             say(f"      POST {prediction['input'].get('title')!r} ({prediction['input'].get('country')}) -> "

@@ -17,7 +17,8 @@ argument             environment             meaning
 ``--event-types``    ``EVENT_TYPES_DIR``     event types to check column paths against (``event_types/``)
 ===================  ======================  ===========================================================
 
-Also ``STAGE``, ``SENTRY_DSN_SECRET_ARN`` (AWS) or ``SENTRY_DSN`` (or ``SENTRY_LOCAL_PATH``), ``CODE_VERSION`` (set in the image at build) and
+Also ``STAGE``, ``SENTRY_DSN_SECRET_ARN`` (AWS) or ``SENTRY_DSN`` (or ``SENTRY_LOCAL_PATH``), ``CODE_VERSION``
+(set in the image at build) and
 ``AWS_ENDPOINT_URL`` (moto, the local stage). The report goes to stdout as one JSON line, last. Exit codes:
 0 published; 2 not published — data blocked or a gate failed, Sentry has the report, the served model is
 unchanged; 1 anything else (bad configuration, an unreadable bucket, a bug), also reported to Sentry.

@@ -26,8 +26,8 @@ def run(env: dict[str, str], now: datetime | None = None) -> dict[str, Any]:
     global _checks
     if _checks is None:
         known = [p.stem for p in (PACKAGE_ROOT / "event_types").glob("[A-Z]*.yaml")]
-        _checks = load_checks(Path(env.get("UPSTREAM_ALERTS_CONFIG") or PACKAGE_ROOT / "config" / "upstream_alerts.yaml"),
-                              known_types=known)
+        config = env.get("UPSTREAM_ALERTS_CONFIG") or PACKAGE_ROOT / "config" / "upstream_alerts.yaml"
+        _checks = load_checks(Path(config), known_types=known)
     dsn = env.get("DATABASE_URL") or database_url_from_secret(env.get("DATABASE_SECRET_ARN"), env)
     if not dsn:
         raise RuntimeError("upstream alerts misconfigured: set DATABASE_URL or DATABASE_SECRET_ARN")

@@ -163,6 +163,7 @@ class StageWarehouse:
 
     @classmethod
     def from_stacks(cls, cloudformation: Any, stage: str) -> "StageWarehouse":
-        redshift, storage = stack_outputs(cloudformation, "redshift", stage), stack_outputs(cloudformation, "storage", stage)
+        redshift = stack_outputs(cloudformation, "redshift", stage)
+        storage = stack_outputs(cloudformation, "storage", stage)
         return cls(redshift["ClusterIdentifier"], redshift["DatabaseName"], redshift["MasterSecretArn"],
                    redshift["SpectrumRoleArn"], redshift["GlueDatabase"], storage["ProcessedBucketName"])

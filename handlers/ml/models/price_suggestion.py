@@ -205,7 +205,8 @@ class LinearScorer:
         words = [" ".join(sorted(spec[2])[i::97][:4]) for kind, spec in self.parts if kind == "tfidf" for i in range(3)]
         base = {"title": "iPhone 13 128GB como nuevo", "category": "phones", "condition": "good", "country": "ES"}
         requests = [{**base, **probe} for probe in probes] + [{**base, "title": w} for w in words]
-        requests += [{**base, "title": "Bicicleta de montaña Orbea Orbea"}, {**base, "title": ""}, {**base, "condition": None}]
+        requests += [{**base, "title": "Bicicleta de montaña Orbea Orbea"}, {**base, "title": ""},
+                     {**base, "condition": None}]
         matrix = feature_matrix({name: [r.get(name) for r in requests] for name in model["features"]},
                                 model["features"], model["kinds"])
         expected = np.asarray(model["estimator"].predict(matrix), dtype=float)
