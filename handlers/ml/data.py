@@ -129,7 +129,7 @@ def load_rows(s3: Any, bucket: str, spec: Any, *, end: date, prefix: str = EVENT
     log.info("reading %d objects of %s from s3://%s/%s (%s..%s)", len(keys), spec.event_type, bucket, prefix,
              days[0], days[-1])
     seen: set[str] = set()
-    rows: list[dict[str, Any]] = []
+    keyed: list[tuple[str, dict[str, Any]]] = []
     lines = duplicates = skipped = 0
     for done, key in enumerate(keys, 1):
         try:
@@ -151,11 +151,14 @@ def load_rows(s3: Any, bucket: str, spec: Any, *, end: date, prefix: str = EVENT
                 duplicates += 1
                 continue
             seen.add(document["messageId"])
-            rows.append(row_of(document, spec))
+            keyed.append((document["messageId"], row_of(document, spec)))
         if done % 200 == 0:
-            log.info("read %d/%d objects: %d events so far", done, len(keys), len(rows))
+            log.info("read %d/%d objects: %d events so far", done, len(keys), len(keyed))
         if progress is not None:
             progress(done, len(keys))
+    # in messageId order: the same events give the same rows, sample and holdout, however Firehose happened to
+    # cut them into objects (object names carry delivery times)
+    rows = [row for _, row in sorted(keyed, key=lambda pair: pair[0])]
     if skipped:
         log.warning("%d lines were not %s events and were skipped", skipped, spec.event_type)
     report = LoadReport(spec.event_type, days[0].isoformat(), days[-1].isoformat(), len(keys), lines, len(rows),

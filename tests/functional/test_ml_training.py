@@ -192,7 +192,10 @@ def test_a_tampered_current_model_is_compared_by_its_recorded_metrics_and_replac
     store = new_store(aws)
     first = train(aws, events, store, BASELINE_DAY)
     store.s3.put_object(Bucket=store.bucket, Key=store.artefact_key("price_suggestion", first.version), Body=b"evil")
-    second = train(aws, events, store, FRESH_DAY)
+    # recorded metrics come from the other model's holdout: a point comparison, noisy at a 2 % margin; this test
+    # is about what the comparison is based on, so the margin is widened
+    second = train(aws, events, store, FRESH_DAY, **{"evaluation.relative_to_current.median_ape.max_worse": 0.15,
+                                                     "evaluation.relative_to_current.mape.max_worse": 0.15})
     assert second.decision is Decision.PUBLISHED
     assert second.baseline.basis == "recorded metrics" and "ChecksumMismatch" in second.baseline.detail
     assert {g.name: g.skipped for g in second.gates}["prediction_shift"]
