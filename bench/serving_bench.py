@@ -43,41 +43,33 @@ def _listing_rows(processor: Processor, definition: Any, n_events: int) -> tuple
 
 
 def run(processor: Processor, rounds: int, *, requests_per_round: int = REQUESTS) -> dict[str, Any]:
-    from handlers.core.aws import reset_clients
+    import boto3
+
     from handlers.ml.artifacts import dumps
     from handlers.ml.definition import load_definition
     from handlers.ml.serving.app import create_app
     from handlers.ml.serving.config import ServingConfig
     from handlers.ml.store import ModelStore
     from letgo.services.moto import FAKE_CREDENTIALS, MotoServer
-    import os
 
     definition = load_definition(REPO_ROOT / "models" / "price_suggestion.yaml")
     progress("training the price model on generated listings")
     data, labels = _listing_rows(processor, definition, 60_000)
     artefact = definition.train(data, labels, definition, seed=1)
-    saved = {k: os.environ.get(k) for k in (*FAKE_CREDENTIALS, "AWS_ENDPOINT_URL")}
     with MotoServer() as moto:
-        os.environ.update({**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": moto.url})
-        reset_clients()
-        try:
-            store = ModelStore("bench-models")
-            store.s3.create_bucket(Bucket="bench-models",
-                                   CreateBucketConfiguration={"LocationConstraint": os.environ["AWS_REGION"]})
-            store.publish(definition.name, dumps(artefact), {"metrics": {}, "reference_stats": {},
-                                                            "training_rows": len(labels)})
-            app = create_app(definition, store, config=ServingConfig(background_reload=False, reload_seconds=3600))
-            serving = app.test_client()
-            path = definition.endpoints[0].path
-            bodies = [dict(g.input) for g in definition.golden_requests]
-            assert serving.post(path, json=bodies[0]).status_code == 200  # loaded and answering
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-            reset_clients()
+        s3 = boto3.session.Session(aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                                   aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                                   region_name=FAKE_CREDENTIALS["AWS_REGION"]).client("s3", endpoint_url=moto.url)
+        s3.create_bucket(Bucket="bench-models",
+                         CreateBucketConfiguration={"LocationConstraint": FAKE_CREDENTIALS["AWS_REGION"]})
+        store = ModelStore("bench-models", s3=s3)  # an explicit client: the process environment is not touched
+        store.publish(definition.name, dumps(artefact), {"metrics": {}, "reference_stats": {},
+                                                        "training_rows": len(labels)})
+        app = create_app(definition, store, config=ServingConfig(background_reload=False, reload_seconds=3600))
+        serving = app.test_client()
+        path = definition.endpoints[0].path
+        bodies = [dict(g.input) for g in definition.golden_requests]
+        assert serving.post(path, json=bodies[0]).status_code == 200  # loaded; no store call until an hour passes
 
     bare_app = Flask("bare")
 

@@ -71,10 +71,12 @@ def reindex(backend: SearchBackend, events: list[ProcessedEvent], *, progress: P
         by_language: dict[str, list[Any]] = {}
         for ad in ads:
             by_language.setdefault(index_language(ad.language, ad.country), []).append(ad)
-        for done, (language, group) in enumerate(sorted(by_language.items()), 1):
+        written = 0
+        for language, group in sorted(by_language.items()):
             rebuild(language, ads=group)
+            written += len(group)
             if progress is not None:
-                progress(sum(len(g) for _, g in sorted(by_language.items())[:done]))
+                progress(written)
     else:
         for start in range(0, len(ads), CHUNK):
             backend.index(ads[start:start + CHUNK])
