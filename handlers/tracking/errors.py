@@ -35,6 +35,8 @@ class Reason(str, enum.Enum):
     NOT_IN_ENUM = "not_in_enum"
     TIMESTAMP_IN_FUTURE = "timestamp_in_future"
     TIMESTAMP_TOO_OLD = "timestamp_too_old"
+    INTERNAL_ERROR = "internal_error"  # the core itself failed on this record (a bug, RecursionError, MemoryError)
+    SINK_REJECTED = "sink_rejected"  # a sink refused this event's values (e.g. a PostgreSQL data exception)
 
 
 class Invalid(Exception):
@@ -85,6 +87,18 @@ class SinkError(Exception):
 
     def __init__(self, sink: str, message: str, failed_sequence_numbers: frozenset[str] | None = None):
         self.sink = sink
+        self.detail = message
         # None means "the whole batch": the failure is not attributable to individual records.
         self.failed_sequence_numbers = failed_sequence_numbers
         super().__init__(f"{sink}: {message}")
+
+
+class SinkUnavailable(SinkError):
+    """Infrastructure, not data: the sink cannot be reached or cannot take anything right now.
+
+    Connection refused or reset, a timeout, throttling, a 5xx, a database in recovery or shutting down. The
+    whole batch waits and is retried with backoff — never bisected, never quarantined, never dropped.
+    """
+
+    def __init__(self, sink: str, message: str) -> None:
+        super().__init__(sink, message, None)
