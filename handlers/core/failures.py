@@ -9,7 +9,21 @@ events for it is not.
 """
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, Callable, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+class Unavailable(Exception):
+    """A dependency cannot take anything right now (an outage, throttling, a 5xx): wait, retry the batch whole.
+
+    Every system's sink errors of this kind derive from it, so the entry points wait them out the same way.
+    """
+
+    def __init__(self, dependency: str, detail: str) -> None:
+        self.dependency, self.detail = dependency, detail
+        super().__init__(f"{dependency}: {detail}")
 
 # botocore ClientError codes that mean "try again later", whatever the service.
 RETRYABLE_AWS_CODES = frozenset({
@@ -56,9 +70,33 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def backoff_delays(first: float = 0.5, cap: float = 20.0, factor: float = 2.0) -> Any:
+def backoff_delays(first: float = 0.5, cap: float = 20.0, factor: float = 2.0) -> Iterator[float]:
     """Capped exponential backoff: first, first*factor, … up to cap, forever."""
     delay = first
     while True:
         yield delay
         delay = min(cap, delay * factor)
+
+
+def wait_out(attempt: Callable[[], T], *, budget_seconds: float, on_wait: Callable[[Unavailable, float, int], None],
+             first_delay: float = 0.5, max_delay: float = 20.0, sleep: Callable[[float], None] = time.sleep,
+             clock: Callable[[], float] = time.monotonic) -> T:
+    """Call ``attempt`` until it does not raise :class:`Unavailable`, backing off, within ``budget_seconds``.
+
+    ``on_wait(error, delay, retry_number)`` is told before each sleep (the console, the log). When the next
+    sleep would overrun the budget the last :class:`Unavailable` propagates: the caller then hands the whole
+    batch back to its event source, which retries it later (never bisected, never quarantined).
+    """
+    deadline = clock() + budget_seconds
+    delays = backoff_delays(first_delay, max_delay)
+    retry = 0
+    while True:
+        try:
+            return attempt()
+        except Unavailable as error:
+            delay = next(delays)
+            if clock() + delay > deadline:
+                raise
+            retry += 1
+            on_wait(error, delay, retry)
+            sleep(delay)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from handlers.core.failures import Unavailable
+
 
 class Reason(str, enum.Enum):
     """Machine-readable reason codes for quarantined records (stable: dashboards and alerts key on them)."""
@@ -90,10 +92,10 @@ class SinkError(Exception):
         self.detail = message
         # None means "the whole batch": the failure is not attributable to individual records.
         self.failed_sequence_numbers = failed_sequence_numbers
-        super().__init__(f"{sink}: {message}")
+        Exception.__init__(self, f"{sink}: {message}")
 
 
-class SinkUnavailable(SinkError):
+class SinkUnavailable(SinkError, Unavailable):
     """Infrastructure, not data: the sink cannot be reached or cannot take anything right now.
 
     Connection refused or reset, a timeout, throttling, a 5xx, a database in recovery or shutting down. The
@@ -101,4 +103,5 @@ class SinkUnavailable(SinkError):
     """
 
     def __init__(self, sink: str, message: str) -> None:
-        super().__init__(sink, message, None)
+        SinkError.__init__(self, sink, message, None)
+        self.dependency = sink
