@@ -75,12 +75,10 @@ def run_statistics(stage: LocalStage, report_dir: Path, say=print) -> dict[str, 
     """The statistics consumer over the same stream (tumbling windows), then each metric read back + a chart."""
     from handlers.statistics.lambda_statistics import build_handler
     from letgo.metrics_view import dims_label, render_chart, window_rows
-    from letgo.windows import TumblingWindowMapping
 
     handler = build_handler({"DATABASE_URL": stage.postgres.dsn})
     try:
-        mapping = TumblingWindowMapping(client("kinesis"), stage.names.stream, handler.handle,
-                                        window_seconds=handler.metrics.stream_window_seconds)
+        mapping = stage.new_window_mapping(handler.handle, window_seconds=handler.metrics.stream_window_seconds)
         progress = Progress("statistics over the stream (records)")
         mapping.drain(progress=progress)
         progress.finish()
@@ -115,7 +113,7 @@ def run_search(stage: LocalStage, say=print) -> dict[str, Any]:
     shutil.rmtree(index_dir, ignore_errors=True)  # this run's listings only
     with TantivyBackend(index_dir) as backend:
         invoke = IndexerInvoke(Indexer(backend))
-        mapping = stage.new_mapping(invoke=invoke, batch_size=500)
+        mapping = stage.new_mapping(invoke=invoke, function="search-indexer", batch_size=500)
         mapping.start("TRIM_HORIZON")
         progress = Progress("search indexer over the stream (records)")
         mapping.drain(progress=progress)

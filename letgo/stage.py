@@ -36,12 +36,22 @@ class StageNames:
     models_bucket: str = "letgo-models-local"
     firehose: str = "letgo-events-to-warehouse-local"
     on_failure_queue: str = "letgo-consumer-on-failure-local"
+    statistics_on_failure_queue: str = "letgo-statistics-on-failure-local"
+    indexer_on_failure_queue: str = "letgo-search-indexer-on-failure-local"
+
+
+# How long the local mappings hold a failing batch before its coordinates go to the on-failure queue: long
+# enough to ride out a restart of PostgreSQL or the emulator, short enough that a stage someone forgot does not
+# wait forever (AWS: see max_record_age_seconds in environments/parameters.yaml).
+LOCAL_MAX_RECORD_AGE_SECONDS = 300
 
 
 class LocalStage:
-    def __init__(self, workdir: Path, *, shards: int = 2, batch_size: int = 100, say: Say = lambda _: None) -> None:
+    def __init__(self, workdir: Path, *, shards: int = 2, batch_size: int = 100, say: Say = lambda _: None,
+                 max_record_age_seconds: float = LOCAL_MAX_RECORD_AGE_SECONDS) -> None:
         self.workdir = Path(workdir).resolve()
         self.shards, self.batch_size, self.say = shards, batch_size, say
+        self.max_record_age_seconds = max_record_age_seconds
         self.names = StageNames()
         self.moto = MotoServer(self.workdir / "moto.log")
         self.postgres = PostgresServer(self.workdir / "postgres")
@@ -49,6 +59,7 @@ class LocalStage:
         self._saved_env: dict[str, str | None] = {}
         self.mapping: EventSourceMapping | None = None
         self.queue_url = ""
+        self.queue_urls: dict[str, str] = {}  # consumer name -> its on-failure queue
 
     # -- lifecycle --------------------------------------------------------------------------------------
     def __enter__(self) -> "LocalStage":
@@ -135,14 +146,34 @@ class LocalStage:
                 "RoleARN": "arn:aws:iam::123456789012:role/firehose-local",
                 "BucketARN": f"arn:aws:s3:::{self.names.processed_bucket}", "Prefix": "events/",
                 "BufferingHints": {"SizeInMBs": 64, "IntervalInSeconds": 60}})
-        self.queue_url = client("sqs").create_queue(QueueName=self.names.on_failure_queue)["QueueUrl"]
+        sqs = client("sqs")
+        for consumer, queue in (("consumer", self.names.on_failure_queue),
+                                ("statistics", self.names.statistics_on_failure_queue),
+                                ("search-indexer", self.names.indexer_on_failure_queue)):
+            self.queue_urls[consumer] = sqs.create_queue(QueueName=queue)["QueueUrl"]
+        self.queue_url = self.queue_urls["consumer"]
 
     # -- the event path ---------------------------------------------------------------------------------
-    def new_mapping(self, invoke: Callable[[dict[str, Any]], Any] | None = None, **options: Any) -> EventSourceMapping:
+    def new_mapping(self, invoke: Callable[[dict[str, Any]], Any] | None = None, *, function: str = "consumer",
+                    **options: Any) -> EventSourceMapping:
+        """A mapping on the stage's stream for ``function`` (consumer, search-indexer), with its own queue."""
+        options.setdefault("batch_size", self.batch_size)
+        options.setdefault("maximum_record_age_seconds", self.max_record_age_seconds)
+        options.setdefault("say", self.say)
         return EventSourceMapping(client("kinesis"), self.names.stream, invoke or lambda_consumer.process_event,
-                                  batch_size=options.pop("batch_size", self.batch_size),
-                                  on_failure=sqs_on_failure(client("sqs"), self.queue_url),
-                                  region=os.environ["AWS_REGION"], **options)
+                                  on_failure=sqs_on_failure(client("sqs"), self.queue_urls[function]),
+                                  region=os.environ["AWS_REGION"], function_name=function, **options)
+
+    def new_window_mapping(self, invoke: Callable[[dict[str, Any]], Any], *, window_seconds: int,
+                           **options: Any) -> Any:
+        """The statistics' tumbling-window mapping on the stage's stream, with its own on-failure queue."""
+        from letgo.windows import TumblingWindowMapping
+
+        options.setdefault("maximum_record_age_seconds", self.max_record_age_seconds)
+        options.setdefault("say", self.say)
+        return TumblingWindowMapping(client("kinesis"), self.names.stream, invoke, window_seconds=window_seconds,
+                                     on_failure=sqs_on_failure(client("sqs"), self.queue_urls["statistics"]),
+                                     region=os.environ["AWS_REGION"], function_name="statistics", **options)
 
     def consumer_config(self) -> ConsumerConfig:
         return ConsumerConfig.from_environment()

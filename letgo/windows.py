@@ -17,15 +17,18 @@ window's end. The closed window's state is dropped.
 Failures, as in AWS:
 
 * a response without ``state`` is a failed invoke (Lambda's rule), like an exception: the same records are
-  retried with the same state, ``maximum_retry_attempts`` times, then their metadata goes to ``on_failure``
+  retried with the same state (capped backoff) until ``maximum_retry_attempts`` or ``maximum_record_age_seconds``
+  (-1 each by default: no limit, as in AWS) run out, then their metadata goes to ``on_failure``
   and the window goes on with the state it had (no bisecting: a window's batch is retried whole);
 * ``batchItemFailures`` resume from the lowest failed sequence number with the state from *before* the
   invoke (the failed invoke's state is discarded); an unknown item identifier fails the whole batch;
 * a state larger than ``max_state_bytes`` (1 MB in AWS) terminates the window early: a final invoke with
   ``isWindowTerminatedEarly`` and the rest of the window starts again from ``{}``;
-* a failing final invoke is retried like any invoke; when attempts run out the window is dropped and
-  counted in ``stats.final_failures`` (AWS would block the shard until it succeeds); what a final invoke
-  returns is ignored, since the window's state is dropped anyway.
+* a failing final invoke (the metrics database down, say) is retried with capped backoff, like any invoke,
+  while the shard waits; when attempts or the records' maximum age run out, the window's coordinates —
+  shard, first and last sequence number, window start and end — go to ``on_failure`` and it is counted in
+  ``stats.final_failures``: ``letgo recover`` recomputes the whole window from the stream or the archive.
+  What a final invoke returns is ignored, since the window's state is dropped anyway.
 
 ``stats.invocations`` counts every invoke of the function, final ones included.
 """
@@ -62,6 +65,8 @@ class OpenWindow:
     start: int
     end: int
     state: dict[str, Any] = field(default_factory=dict)
+    first: dict[str, Any] | None = None  # the window's first and last record (coordinates for recovery)
+    last: dict[str, Any] | None = None
 
 
 class InvalidWindowResponse(Exception):
@@ -74,7 +79,7 @@ def iso(epoch: float) -> str:
 
 class TumblingWindowMapping(EventSourceMapping):
     def __init__(self, kinesis: Any, stream_name: str, invoke: WindowInvoke, *, window_seconds: int,
-                 batch_size: int = 100, maximum_retry_attempts: int = 3,
+                 batch_size: int = 100, maximum_retry_attempts: int = -1,
                  clock: Callable[[], float] | None = None, max_state_bytes: int = MAX_STATE_BYTES,
                  **options: Any) -> None:
         if not 0 < window_seconds <= MAX_WINDOW_SECONDS or int(window_seconds) != window_seconds:
@@ -153,20 +158,23 @@ class TumblingWindowMapping(EventSourceMapping):
         if window is None:
             window = self.windows[shard] = OpenWindow(start, start + self.window_seconds)
             self.stats.windows_opened += 1
+        window.first = window.first or records[0]
+        window.last = records[-1]
         for i in range(0, len(records), self.batch_size):
             self._invoke_batch(shard, window, records[i:i + self.batch_size])
 
     def _invoke_batch(self, shard: str, window: OpenWindow, records: list[dict[str, Any]]) -> None:
-        attempts_left = self.max_retries + 1
+        retries = 0
         while records:
             try:
                 state, failed = self._call(self.window_event(shard, records, window))
             except Exception as exc:  # noqa: BLE001 - a function error: same records, same state
                 self.stats.function_errors += 1
-                attempts_left -= 1
-                if attempts_left <= 0:
-                    return self._give_up(shard, records, repr(exc))
-                self.sleep(self.retry_delay)
+                retries += 1
+                condition = self._expired(records, retries)
+                if condition:
+                    return self._give_up(shard, records, condition, f"{type(exc).__name__}: {exc}")
+                self._wait(shard, exc, retries)
                 continue
             if not failed:
                 self.stats.records_delivered += len(records)
@@ -186,11 +194,20 @@ class TumblingWindowMapping(EventSourceMapping):
             position = 0 if None in positions else min(positions)  # type: ignore[type-var]
             self.stats.records_delivered += position
             records = records[position:]
-            attempts_left -= 1
-            if attempts_left <= 0:
-                return self._give_up(shard, records, "partial batch failure retries exhausted")
-            self.sleep(self.retry_delay)
+            retries += 1
+            condition = self._expired(records, retries)
+            if condition:
+                return self._give_up(shard, records, condition, "partial batch failure")
+            self.sleep(self._backoff(retries))
         return None
+
+    def _wait(self, shard: str, problem: BaseException, retries: int) -> None:
+        delay = self._backoff(retries)
+        self.stats.waits += 1
+        self.stats.waited_seconds += delay
+        self.say(f"{self.function_name} on {shard}: {type(problem).__name__}: {problem}"[:300]
+                 + f" — window held, retry {retries} in {delay:.1f} s")
+        self.sleep(delay)
 
     def _call(self, event: dict[str, Any]) -> tuple[dict[str, Any], list[str | None]]:
         self.stats.invocations += 1
@@ -207,15 +224,23 @@ class TumblingWindowMapping(EventSourceMapping):
     def _close(self, shard: str, *, terminated_early: bool = False) -> None:
         window = self.windows.pop(shard)
         event = self.window_event(shard, [], window, final=True, terminated_early=terminated_early)
-        for attempt in range(self.max_retries + 1):
+        span = [r for r in (window.first, window.last) if r is not None]
+        retries = 0
+        while True:
             self.stats.final_invocations += 1
             try:
                 self._call(copy.deepcopy(event))
                 break
-            except Exception:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - the window's rows were not written
                 self.stats.function_errors += 1
-                if attempt < self.max_retries:
-                    self.sleep(self.retry_delay)
-        else:
-            self.stats.final_failures += 1
+                retries += 1
+                condition = self._expired(span, retries) if span else "RetryAttemptsExhausted"
+                if condition:
+                    self.stats.final_failures += 1
+                    if span:  # the whole window's records: recovery recomputes the window from them
+                        self._give_up(shard, span, condition, f"final invoke of window {iso(window.start)}: "
+                                                              f"{type(exc).__name__}: {exc}",
+                                      window={"start": iso(window.start), "end": iso(window.end)})
+                    break
+                self._wait(shard, exc, retries)
         self.stats.windows_closed += 1

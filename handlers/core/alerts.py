@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import orjson
 import sentry_sdk
@@ -175,6 +176,40 @@ class ProblemReporter:
             except Exception:  # noqa: BLE001 - reporting must never fail the batch
                 continue
         return len(groups)
+
+
+class OutageReporter:
+    """A dependency that is down is one Sentry issue per (service, dependency), not one event per retry.
+
+    While a consumer waits, ``waiting`` sends at most one event per dependency every ``every_seconds`` (so a
+    long outage stays visible without flooding); ``recovered`` (after a delivered batch) re-arms it.
+    """
+
+    def __init__(self, service: str, *, every_seconds: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.service, self.every_seconds, self.clock = service, every_seconds, clock
+        self._last: dict[str, float] = {}
+
+    def waiting(self, problem: Any) -> bool:
+        dependency = getattr(problem, "dependency", None) or "a sink"
+        now = self.clock()
+        last = self._last.get(dependency)
+        if last is not None and now - last < self.every_seconds:
+            return False
+        self._last[dependency] = now
+        try:
+            with sentry_sdk.new_scope() as scope:
+                scope.fingerprint = ["sink-unavailable", self.service, dependency]
+                scope.set_tag("dependency", dependency)
+                scope.set_extra("problem", str(problem))
+                sentry_sdk.capture_message(f"{self.service}: waiting for {dependency} (records held, not dropped)",
+                                           level="error")
+        except Exception:  # noqa: BLE001 - reporting must never fail the batch
+            return False
+        return True
+
+    def recovered(self) -> None:
+        self._last.clear()
 
 
 def read_local_alerts(path: Path) -> list[dict[str, Any]]:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from handlers.core.failures import Unavailable
+
 
 class SearchError(Exception):
     """Base of every error the search package raises on purpose."""
@@ -53,12 +55,13 @@ class IndexingFailed(SearchError):
         super().__init__(f"{len(failures)} listing(s) refused, {indexed} written ({first})")
 
 
-class BackendUnavailable(SearchError):
-    """The search engine cannot be reached or answered with a server error (an HTTP 503; retry later)."""
+class BackendUnavailable(SearchError, Unavailable):
+    """The search engine cannot be reached or answered with a server error (an HTTP 503; retry later).
+
+    An outage, not bad data: the stream indexer waits it out and hands its batch back whole."""
 
     status_code = 503
 
     def __init__(self, backend: str, detail: str) -> None:
+        Unavailable.__init__(self, backend, detail)
         self.backend = backend
-        self.detail = detail
-        super().__init__(f"{backend}: {detail}")

@@ -6,6 +6,10 @@ Each invocation carries the window's ``state`` from the previous one: we validat
 same tracking core (only valid events count), fold it into the state, and return it. The final invocation
 of a window (``isFinalInvokeForWindow``) writes the rows — one transaction replacing that window and shard —
 and returns an empty state.
+
+A database outage during that write is waited out inside the invocation (capped backoff, within the function's
+remaining time), then the invocation fails: the statistics mapping does not bisect, and retries the window
+until it is written or its records reach the mapping's maximum age (then ``letgo recover`` recomputes it).
 """
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from handlers.core.alerts import OutageReporter
+from handlers.core.failures import wait_out
 from handlers.statistics.aggregate import WindowAggregator
 from handlers.statistics.definitions import MetricSet, load_metrics
 from handlers.statistics.sink import MetricSink
@@ -24,11 +30,16 @@ from handlers.tracking.lambda_consumer import records_from_event
 from handlers.tracking.settings import PACKAGE_ROOT, load_settings
 
 
+SAFETY_MARGIN_SECONDS = 15.0
+_outages = OutageReporter("statistics")
+
+
 class StatisticsHandler:
     def __init__(self, processor: Processor, metrics: MetricSet, sink: MetricSink) -> None:
         self.processor, self.metrics, self.sink = processor, metrics, sink
         self.aggregator = WindowAggregator(metrics)
         self.windows = {m.key: m.window_seconds for m in metrics.metrics}
+        self.wait_budget_seconds = 0.0  # set per invocation from the Lambda context; 0: fail at once (local)
 
     def handle(self, event: dict[str, Any]) -> dict[str, Any]:
         state = event.get("state") or {}
@@ -38,7 +49,10 @@ class StatisticsHandler:
         if not event.get("isFinalInvokeForWindow"):
             return {"state": state, "batchItemFailures": []}
         start = datetime.fromisoformat(event["window"]["start"].replace("Z", "+00:00"))
-        self.sink.write_window(self.aggregator.rows(state), self.windows, start, event.get("shardId", "unknown"))
+        rows = self.aggregator.rows(state)
+        wait_out(lambda: self.sink.write_window(rows, self.windows, start, event.get("shardId", "unknown")),
+                 budget_seconds=self.wait_budget_seconds, on_wait=lambda problem, _delay, _retry: _outages.waiting(problem))
+        _outages.recovered()
         return {"state": {}, "batchItemFailures": []}
 
 
@@ -67,5 +81,9 @@ def reset() -> None:
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _handler
     if _handler is None:
+        from handlers.core.alerts import init_sentry
+
+        init_sentry(os.environ.get("STAGE", "local"))  # outages reach Sentry (DSN: SENTRY_DSN_SECRET_ARN)
         _handler = build_handler()
+    _handler.wait_budget_seconds = max(0.0, context.get_remaining_time_in_millis() / 1000 - SAFETY_MARGIN_SECONDS)
     return _handler.handle(event)

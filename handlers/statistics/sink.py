@@ -12,7 +12,8 @@ from typing import Any, Sequence
 import orjson
 import psycopg
 
-from handlers.tracking.errors import SinkError
+from handlers.core.failures import describe, postgres_data_error
+from handlers.tracking.errors import SinkError, SinkUnavailable
 
 
 def metric_window(start: datetime, window_seconds: int) -> tuple[datetime, datetime]:
@@ -60,7 +61,9 @@ class MetricSink:
             return len(rows)
         except psycopg.Error as exc:
             self.close()
-            raise SinkError(self.sink, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}") from exc
+            if postgres_data_error(exc):  # the rows themselves: retried, then the window's coordinates are queued
+                raise SinkError(self.sink, describe(exc)) from exc
+            raise SinkUnavailable(self.sink, describe(exc)) from exc  # an outage: the window waits
 
     def delete_from(self, since: datetime, metric: str | None = None) -> int:
         """Replay's first step: forget every stream window that starts at or after ``since``."""

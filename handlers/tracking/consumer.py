@@ -1,31 +1,38 @@
-"""The consumer: one batch of Kinesis records through archive -> core -> quarantine -> sinks.
+"""The consumer: one batch of Kinesis records through archive -> core -> sinks -> quarantine.
 
 Order matters for "nothing lost, nothing duplicated":
 
 1. **archive** every raw record first (deterministic key: a retry overwrites);
-2. run the pure core; write **rejections to the quarantine** (deterministic key) and report them to
-   Sentry, grouped;
-3. **PostgreSQL** inserts (idempotent on messageId) inside a transaction that stays open while
-4. **Firehose**, the one sink that is not idempotent, takes the *new* events, retrying only failed entries;
+2. run the pure core (it never raises: a record it cannot handle is a rejection, ``internal_error``);
+3. **PostgreSQL** inserts (one row per messageId) inside a transaction that stays open while
+4. the **quarantine** takes the rejections — plus events PostgreSQL refused as data (``sink_rejected``) —
+   one object per record, written only if new; the records quarantined *now* are reported to Sentry, so a
+   retried batch neither repeats a quarantine line nor re-alerts;
+5. **Firehose**, the one sink that is not idempotent, takes the *new* events, retrying only failed entries;
    then PostgreSQL commits, minus the rows of events Firehose still refused.
 
-A failure in 1–3 fails the whole batch (nothing downstream happened yet, or it rolls back). A Firehose
-entry that still fails fails only its record; the event source resumes from the lowest failed sequence
-number, and because its row was not committed the retry delivers it to both sinks — while events that
-did commit are skipped by both (a crash between Firehose's answer and the commit is the one window for a
-warehouse duplicate; the warehouse de-duplicates on messageId). Every entry point (Lambda, KCL, the local driver) calls :meth:`Consumer.handle`.
+An outage anywhere (:class:`~handlers.core.failures.Unavailable`: S3, PostgreSQL or Firehose cannot take
+anything) raises before the commit: nothing downstream happened yet or it rolls back, and the batch is
+retried whole — :meth:`Consumer.handle_patiently` waits it out with backoff, the event source after that.
+A Firehose entry that still fails fails only its record: the event source resumes from the lowest failed
+sequence number, and because its row was not committed the retry delivers it to both sinks — while events
+that did commit are skipped by both (a crash between Firehose's answer and the commit is the one window for
+a warehouse duplicate; the warehouse de-duplicates on messageId). Every entry point (Lambda, KCL, the local
+driver, ``letgo recover``) calls :meth:`Consumer.handle` or :meth:`Consumer.handle_patiently`.
 """
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import orjson
 
 from handlers.core.alerts import ProblemReporter
-from handlers.tracking.core import BatchResult, Processor, RawRecord
+from handlers.core.failures import Unavailable, backoff_delays
+from handlers.tracking.core import BatchResult, Event, Processor, RawRecord
 from handlers.tracking.errors import Reason, Rejection, SinkError
 from handlers.tracking.event_types import Catalog, load_catalog
 from handlers.tracking.settings import PACKAGE_ROOT, Settings, load_settings
@@ -47,6 +54,17 @@ class BatchOutcome:
     alerts: int = 0
     failed_sequence_numbers: frozenset[str] = field(default_factory=frozenset)
     error: str | None = None
+    unavailable: str | None = None  # the dependency the batch is waiting for (an outage, not bad data)
+    waits: int = 0  # backoff sleeps spent waiting out outages inside this call
+
+    def add(self, other: "BatchOutcome") -> None:
+        """Fold a retry's outcome into this one (``records`` stays the batch's)."""
+        for name in ("archived", "delivered_postgres", "delivered_firehose", "quarantined", "duplicates", "alerts"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.failed_sequence_numbers, self.error = other.failed_sequence_numbers, other.error
+
+
+OnWait = Callable[[Unavailable | str, float, int], None]  # (what failed, next delay, retry number)
 
 
 class Consumer:
@@ -78,17 +96,25 @@ class Consumer:
         for event in result.events:
             blob = event.to_json() + b"\n"
             if len(blob) > MAX_RECORD_BYTES:
-                result.rejections.append(Rejection(
-                    Reason.RECORD_TOO_LARGE, None, f"the normalised event is {len(blob)} bytes, over Firehose's "
-                    f"{MAX_RECORD_BYTES}-byte record limit", event.sequence_number, 0, event.type, None, blob))
+                result.rejections.append(_rejection(event, Reason.RECORD_TOO_LARGE, (
+                    f"the normalised event is {len(blob)} bytes, over Firehose's {MAX_RECORD_BYTES}-byte record "
+                    f"limit"), blob))
                 continue
             blobs[event.message_id] = blob
             kept.append(event)
         result.events = kept
         return blobs
 
+    def _quarantine(self, records: Sequence[RawRecord], rejections: list[Rejection], outcome: BatchOutcome) -> None:
+        """Every rejection to the quarantine; only records quarantined by this attempt reach Sentry."""
+        def report(new: list[Rejection]) -> None:
+            outcome.alerts += self.reporter.report(new)
+
+        self.quarantine.put(records, rejections, on_new=report)
+        outcome.quarantined = len(rejections)
+
     def handle(self, records: Sequence[RawRecord]) -> BatchOutcome:
-        """Raises SinkError when the whole batch must be retried; partial failures are in the outcome."""
+        """Raises :class:`Unavailable` when the whole batch must wait; partial failures are in the outcome."""
         outcome = BatchOutcome(records=len(records))
         if not records:
             return outcome
@@ -97,22 +123,71 @@ class Consumer:
 
         result: BatchResult = self.processor.process(records)
         blobs = self._documents(result)
-        self.quarantine.put(records, result.rejections)
-        outcome.quarantined = len(result.rejections)
         outcome.duplicates = len(result.duplicates)
-        if result.rejections:
-            outcome.alerts = self.reporter.report(result.rejections)
 
         if self.database is None:
+            self._quarantine(records, result.rejections, outcome)
             self._to_warehouse(result.events, blobs, outcome, None)
             return outcome
         with self.database.writing(result.events) as written:
+            refused: dict[str, str] = getattr(written, "refused", None) or {}
+            if refused:  # PostgreSQL refused these values: data, not an outage — quarantined, not retried
+                for event in result.events:
+                    if event.message_id in refused:
+                        result.rejections.append(_rejection(event, Reason.SINK_REJECTED, refused[event.message_id],
+                                                            blobs[event.message_id].rstrip(b"\n")))
+            self._quarantine(records, result.rejections, outcome)
             outcome.delivered_postgres = written.inserted
             outcome.duplicates += len(written.already_there)
-            known = set(written.already_there)
-            self._to_warehouse([e for e in result.events if e.message_id not in known], blobs, outcome, written)
+            skip = set(written.already_there) | set(refused)
+            self._to_warehouse([e for e in result.events if e.message_id not in skip], blobs, outcome, written)
             outcome.delivered_postgres -= len(written.discarded)
         return outcome
+
+    def handle_patiently(self, records: Sequence[RawRecord], *, budget_seconds: float, on_wait: OnWait | None = None,
+                         sleep: Callable[[float], None] = time.sleep,
+                         clock: Callable[[], float] = time.monotonic) -> BatchOutcome:
+        """:meth:`handle`, retrying outages and failed records with capped backoff for up to ``budget_seconds``.
+
+        What is still failing when the budget runs out comes back in ``failed_sequence_numbers`` (after an
+        outage: every record not yet delivered): the event source retries from the lowest of them later — as
+        a partial failure, so Lambda does not bisect and nothing is quarantined for an outage.
+        """
+        total = BatchOutcome(records=len(records))
+        pending = list(records)
+        deadline = clock() + budget_seconds
+        delays = backoff_delays(0.5, 20.0)
+        while True:
+            try:
+                outcome = self.handle(pending)
+            except Unavailable as exc:
+                total.failed_sequence_numbers = frozenset(r.sequence_number for r in pending)
+                total.error, total.unavailable = str(exc), exc.dependency
+                problem: Unavailable | str = exc
+            else:
+                total.add(outcome)
+                if not outcome.failed_sequence_numbers:
+                    total.unavailable = None
+                    return total
+                lowest = min(outcome.failed_sequence_numbers, key=int)
+                pending = pending[next(i for i, r in enumerate(pending) if r.sequence_number == lowest):]
+                total.unavailable = "firehose"  # its refused entries: an outage of the service, not the data
+                problem = outcome.error or "some records failed"
+            delay = next(delays)
+            if clock() + delay > deadline:
+                return total
+            total.waits += 1
+            if on_wait is not None:
+                on_wait(problem, delay, total.waits)
+            sleep(delay)
+
+
+def _rejection(event: Event, reason: Reason, message: str, raw: bytes) -> Rejection:
+    """A valid event set aside after the core accepted it (too big for Firehose, refused by PostgreSQL)."""
+    app = event.context.get("app") if isinstance(event.context, dict) else None
+    version = app.get("version") if isinstance(app, dict) and isinstance(app.get("version"), str) else None
+    return Rejection(reason, None, message, event.sequence_number, getattr(event, "index", 0), event.type, version,
+                     raw)
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,15 @@ The MultiLangDaemon (Java, from the KCL jars) owns leases and calls this process
 ``amazon_kclpy.kcl.KCLProcess`` speaks that protocol. The processor hands each batch to the same
 :class:`Consumer` as the Lambda and **checkpoints only after the sinks succeeded**:
 
-* whole-batch failure (archive, quarantine or PostgreSQL down): retry with backoff; after the last attempt
-  raise :class:`ShardHalted`. kclpy's ``KCLProcess`` catches ``Exception`` from a processor, prints it and
-  reports the batch as done — the next checkpoint would then silently cover the failed records. So the halt
-  is a ``BaseException``: it ends the process, the MultiLangDaemon restarts the record processor and the
-  lease resumes from the last checkpoint — nothing is skipped;
-* some records failed (Firehose entries): checkpoint just before the lowest failed record and retry
-  from there.
+* an outage (S3, PostgreSQL or Firehose unavailable — :class:`~handlers.core.failures.Unavailable`): wait it
+  out with capped backoff, as long as it lasts, holding the lease; the shard waits (its iterator age is the
+  signal), nothing is quarantined and nothing skipped;
+* some records failed (Firehose entries): checkpoint just before the lowest failed record and retry from
+  there, with the same backoff;
+* anything else (a bug): retry a few times, then raise :class:`ShardHalted`. kclpy's ``KCLProcess`` catches
+  ``Exception`` from a processor, prints it and reports the batch as done — the next checkpoint would then
+  silently cover the failed records. So the halt is a ``BaseException``: it ends the process, the
+  MultiLangDaemon restarts the record processor and the lease resumes from the last checkpoint.
 
 amazon-kclpy is not importable on every machine (its build downloads jars); the class then falls back to
 ``object`` so the record-processing logic is still importable and testable through the same interface.
@@ -23,9 +25,10 @@ import time
 from datetime import datetime
 from typing import Any, Callable, Sequence
 
+from handlers.core.alerts import OutageReporter
+from handlers.core.failures import Unavailable, backoff_delays
 from handlers.tracking.consumer import BatchOutcome, Consumer
 from handlers.tracking.core import RawRecord
-from handlers.tracking.errors import SinkError
 
 class ShardHalted(BaseException):
     """The sinks kept failing: stop this record processor *process* so the shard restarts from the last
@@ -46,12 +49,16 @@ def _arrival_seconds(value: Any) -> float:
 
 class TrackingRecordProcessor(_Base):  # type: ignore[misc,valid-type]
     def __init__(self, consumer_factory: Callable[[], Consumer], *, max_attempts: int = 5,
-                 backoff_seconds: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> None:
+                 backoff_seconds: float = 1.0, max_backoff_seconds: float = 30.0,
+                 sleep: Callable[[float], None] = time.sleep, log: Callable[[str], None] = print) -> None:
         self._factory = consumer_factory
         self._consumer: Consumer | None = None
         self.shard_id = "unknown"
         self.max_attempts, self.backoff_seconds, self.sleep = max_attempts, backoff_seconds, sleep
+        self.max_backoff_seconds, self.log = max_backoff_seconds, log
         self.outcomes: list[BatchOutcome] = []
+        self.waits = 0
+        self._outages = OutageReporter("tracking-kcl-consumer")
 
     def initialize(self, initialize_input: Any) -> None:
         self.shard_id = initialize_input.shard_id
@@ -68,28 +75,38 @@ class TrackingRecordProcessor(_Base):  # type: ignore[misc,valid-type]
         assert self._consumer is not None, "initialize() was not called"
         pending: Sequence[RawRecord] = [self._to_raw(r) for r in process_records_input.records]
         checkpointer = process_records_input.checkpointer
-        attempt = 0
+        errors = 0
+        delays = backoff_delays(self.backoff_seconds, self.max_backoff_seconds)
         while pending:
-            attempt += 1
             try:
                 outcome = self._consumer.handle(pending)
-            except SinkError as exc:
-                if attempt >= self.max_attempts:
-                    raise ShardHalted(f"{self.shard_id}: {exc} (after {attempt} attempts)") from exc
-                self.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+            except Unavailable as exc:  # an outage: the shard waits, however long it lasts
+                self._wait(exc, next(delays))
+                continue
+            except Exception as exc:  # noqa: BLE001 - a bug: kclpy would swallow it and skip the batch
+                errors += 1
+                if errors >= self.max_attempts:
+                    raise ShardHalted(f"{self.shard_id}: {type(exc).__name__}: {exc} (after {errors} attempts)") from exc
+                self.sleep(self.backoff_seconds * 2 ** (errors - 1))
                 continue
             self.outcomes.append(outcome)
             if not outcome.failed_sequence_numbers:
                 checkpointer.checkpoint(pending[-1].sequence_number)
+                self._outages.recovered()
                 return
             lowest = min(outcome.failed_sequence_numbers, key=int)
             position = next(i for i, r in enumerate(pending) if r.sequence_number == lowest)
             if position:
                 checkpointer.checkpoint(pending[position - 1].sequence_number)
-            if attempt >= self.max_attempts:
-                raise ShardHalted(f"{self.shard_id}: records from {lowest} still failing after {attempt} attempts")
             pending = pending[position:]
-            self.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+            self._wait(outcome.error or f"records from {lowest} failed", next(delays))
+
+    def _wait(self, problem: Any, delay: float) -> None:
+        self.waits += 1
+        self.log(f"{self.shard_id}: waiting for {getattr(problem, 'dependency', 'a sink')} — {problem}; "
+                 f"retry in {delay:.1f} s (records held, not checkpointed)")
+        self._outages.waiting(problem)
+        self.sleep(delay)
 
     def lease_lost(self, lease_lost_input: Any) -> None:
         """Another worker owns the shard now: stop without checkpointing (we may not)."""

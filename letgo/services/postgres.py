@@ -66,12 +66,21 @@ class PostgresServer:
                   "-o", options, "-w", "-t", "60", "start")
         return self
 
-    def stop(self) -> None:
+    def running(self) -> bool:
+        try:
+            os.kill(int((self.data / "postmaster.pid").read_text().split()[0]), 0)
+        except (OSError, ValueError, IndexError):
+            return False
+        return True
+
+    def stop(self, mode: str = "fast") -> None:
+        """``fast``: roll back sessions and shut down cleanly; ``immediate``: abort, as a crash would (the next
+        start recovers from the WAL)."""
         pid_file = self.data / "postmaster.pid"
         if not pid_file.exists():
             return
         try:
-            self._run(find_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "30", "stop")
+            self._run(find_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", "30", "stop")
         except RuntimeError:
             # pg_ctl could not do it (e.g. it lost access to the folder): stop the postmaster by its pid
             try:

@@ -1,28 +1,48 @@
 """Raw archive and quarantine on S3: gzip JSON lines under deterministic keys.
 
-The key of a batch is ``<prefix>/dt=<arrival date>/<shard>/<first seq>-<last seq>.jsonl.gz``; a retried
-batch has the same records, hence the same key and the same bytes (gzip ``mtime=0``), so it overwrites
-rather than duplicates.
+**Archive**: one object per batch, ``raw/dt=<arrival date>/<shard>/<first seq>-<last seq>.jsonl.gz``; a
+retried batch has the same records, hence the same key and the same bytes (gzip ``mtime=0``), so it
+overwrites. A batch cut differently on a retry (bisect, a partial failure) writes its own range: archive
+readers de-duplicate by (shard, sequence number).
+
+**Quarantine**: one object per rejected *record*, ``quarantine/dt=<arrival date>/<shard>/<seq>.jsonl.gz``,
+holding a line per rejected unit (index) of that record — so lines are unique per (shard, sequence number,
+index) however batches are cut, retried or bisected. Written with ``If-None-Match: *`` (S3 conditional
+writes): the first attempt creates it, a retry learns the record was quarantined already, and only records
+quarantined *now* are reported to Sentry — a rejection is alerted once, not once per retry.
+
+Any S3 failure here is an outage (:class:`SinkUnavailable`): the batch waits, nothing is set aside.
 """
 from __future__ import annotations
 
 import base64
 import gzip
 import io
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
+from handlers.core.failures import describe
 from handlers.tracking.core import RawRecord
-from handlers.tracking.errors import Rejection, SinkError
+from handlers.tracking.errors import Rejection, SinkUnavailable
+
+
+def _day(arrival: float) -> str:
+    return datetime.fromtimestamp(arrival, timezone.utc).strftime("%Y-%m-%d")
 
 
 def batch_key(prefix: str, records: Sequence[RawRecord]) -> str:
     first = records[0]
-    day = datetime.fromtimestamp(first.arrival, timezone.utc).strftime("%Y-%m-%d")
-    return f"{prefix}/dt={day}/{first.shard_id}/{first.sequence_number}-{records[-1].sequence_number}.jsonl.gz"
+    return f"{prefix}/dt={_day(first.arrival)}/{first.shard_id}/{first.sequence_number}-" \
+           f"{records[-1].sequence_number}.jsonl.gz"
+
+
+def record_key(prefix: str, record: RawRecord) -> str:
+    return f"{prefix}/dt={_day(record.arrival)}/{record.shard_id}/{record.sequence_number}.jsonl.gz"
 
 
 def gzip_lines(lines: Iterable[dict[str, Any]]) -> bytes:
@@ -46,12 +66,21 @@ class _S3Writer:
     def __init__(self, s3: Any, bucket: str, prefix: str) -> None:
         self.s3, self.bucket, self.prefix = s3, bucket, prefix
 
-    def _put(self, key: str, body: bytes) -> None:
+    def _put(self, key: str, body: bytes, *, only_if_new: bool = False) -> bool:
+        """Write the object; with ``only_if_new`` return False (and write nothing) if it already exists."""
+        extra = {"IfNoneMatch": "*"} if only_if_new else {}
         try:
             self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/x-ndjson",
-                               ContentEncoding="gzip")
-        except (ClientError, BotoCoreError) as exc:
-            raise SinkError(self.sink, f"cannot write s3://{self.bucket}/{key}: {exc}") from exc
+                               ContentEncoding="gzip", **extra)
+        except ClientError as exc:
+            if only_if_new and exc.response.get("Error", {}).get("Code") == "PreconditionFailed":
+                return False  # written by an earlier attempt of this batch
+            # any other answer (throttling, 5xx, access denied, a missing bucket, a 409 conflicting write)
+            # is not the records' fault: the batch waits for it to be fixed
+            raise SinkUnavailable(self.sink, f"cannot write s3://{self.bucket}/{key}: {describe(exc)}") from exc
+        except (BotoCoreError, OSError) as exc:
+            raise SinkUnavailable(self.sink, f"cannot write s3://{self.bucket}/{key}: {describe(exc)}") from exc
+        return True
 
 
 class RawArchive(_S3Writer):
@@ -78,15 +107,50 @@ class Quarantine(_S3Writer):
     """Rejected records with their reason codes; nothing is ever dropped. Re-driven by ``letgo quarantine``."""
 
     sink = "quarantine"
+    max_parallel_puts = 16
 
-    def put(self, records: Sequence[RawRecord], rejections: Sequence[Rejection]) -> str | None:
+    def __init__(self, s3: Any, bucket: str, prefix: str) -> None:
+        super().__init__(s3, bucket, prefix)
+        self._pool: ThreadPoolExecutor | None = None
+
+    def put(self, records: Sequence[RawRecord], rejections: Sequence[Rejection],
+            on_new: Callable[[list[Rejection]], Any] | None = None) -> list[Rejection]:
+        """Quarantine every rejection, one object per record; returns the rejections quarantined by *this*
+        call — those of records an earlier attempt had quarantined are left out: they were reported then.
+
+        ``on_new`` (the Sentry report) is called with them even when some other PUT failed and the batch
+        will be retried: a retry finds those objects and would never report them.
+        """
         if not rejections:
-            return None
-        arrival = {r.sequence_number: r.arrival for r in records}
-        shard = records[0].shard_id
-        key = batch_key(self.prefix, records)
-        self._put(key, gzip_lines(quarantine_line(r, shard, arrival[r.sequence_number]) for r in rejections))
-        return key
+            return []
+        by_record = {r.sequence_number: r for r in records}
+        grouped: dict[str, list[Rejection]] = defaultdict(list)
+        for rejection in rejections:
+            grouped[rejection.sequence_number].append(rejection)
+
+        def put_one(sequence_number: str) -> bool | SinkUnavailable:
+            record = by_record[sequence_number]
+            lines = sorted(grouped[sequence_number], key=lambda r: r.index)
+            body = gzip_lines(quarantine_line(r, record.shard_id, record.arrival) for r in lines)
+            try:
+                return self._put(record_key(self.prefix, record), body, only_if_new=True)
+            except SinkUnavailable as exc:
+                return exc
+
+        order = list(grouped)
+        if len(order) == 1:
+            results = [put_one(order[0])]
+        else:  # one PUT per rejected record, side by side (boto3 clients are thread-safe)
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.max_parallel_puts, thread_name_prefix="quarantine")
+            results = list(self._pool.map(put_one, order))
+        new = [r for sequence_number, result in zip(order, results) if result is True for r in grouped[sequence_number]]
+        if new and on_new is not None:
+            on_new(new)
+        failure = next((result for result in results if isinstance(result, SinkUnavailable)), None)
+        if failure is not None:
+            raise failure
+        return new
 
     def keys(self) -> Iterator[str]:
         paginator = self.s3.get_paginator("list_objects_v2")
