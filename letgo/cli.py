@@ -43,11 +43,25 @@ CONTROL_FILE = REPO_ROOT / ".local" / "statistics-control.json"  # `stage up` <-
 
 
 def _events_from_file(path: Path) -> Iterator[tuple[int, bytes]]:
-    """A JSON array, or JSON lines (one event per line). Yields (line or position, raw bytes)."""
+    """A JSON array, or JSON lines (one event per line). Yields (line or position, raw bytes).
+
+    Each line is handed over as is (the processing core explains what is wrong with it). An array must parse
+    as a whole first: if it does not, SystemExit says why in one line (exit status 1, no traceback).
+    """
+    from handlers.tracking.core import dumps_json
+
     data = path.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark, as some editors write
+        data = data[3:]
     if data.lstrip().startswith(b"["):
-        for index, item in enumerate(orjson.loads(data), 1):
-            yield index, orjson.dumps(item)
+        try:
+            items = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise SystemExit(f"{path}: not a JSON array of events (nor JSON lines): {exc}") from None
+        if type(items) is not list:
+            raise SystemExit(f"{path}: starts with '[' but is not a JSON array")
+        for index, item in enumerate(items, 1):
+            yield index, dumps_json(item)  # orjson writes 254 levels at most; dumps_json any depth
         return
     for number, line in enumerate(data.splitlines(), 1):
         if line.strip():
@@ -62,7 +76,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
     processor = Processor(load_catalog(Path(args.event_types)), load_settings())
     now = time.time()
     bad = total = 0
-    for where, raw in _events_from_file(Path(args.file)):
+    try:
+        events = list(_events_from_file(Path(args.file)))
+    except SystemExit as exc:  # the file is not JSON lines and not a JSON array: one line says why
+        print(exc.code)
+        return 1
+    except OSError as exc:
+        print(f"{args.file}: cannot read: {exc.strerror or exc}")
+        return 1
+    for where, raw in events:
         result = processor.process([RawRecord(str(where), "file", base64.b64encode(raw).decode(), now)])
         total += result.units
         for rejection in result.rejections:

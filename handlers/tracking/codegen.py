@@ -49,7 +49,11 @@ def _fast_condition(b: _Builder, spec: dict[str, Any], v: str) -> str | None:
             bounds.append(f"{v} >= {spec['min']!r}")
         if "max" in spec:
             bounds.append(f"{v} <= {spec['max']!r}")
-        if kind == "integer":
+        if kind == "integer":  # and within int64, as fields.integer_check requires (orjson yields up to 2**64 - 1)
+            if spec.get("min", f.INT64_MIN - 1) < f.INT64_MIN:
+                bounds.append(f"{v} >= {f.INT64_MIN!r}")
+            if spec.get("max", f.INT64_MAX + 1) > f.INT64_MAX:
+                bounds.append(f"{v} <= {f.INT64_MAX!r}")
             return " and ".join([f"type({v}) is int", *bounds])
         finite = [] if len(bounds) == 2 else [f"_isfinite({v})"]
         return " and ".join([f"type({v}) is float", *bounds, *finite])  # ints take the slow path: -> float

@@ -1,13 +1,16 @@
 """The processing core: Kinesis records in, good events and rejections out. Pure — no I/O.
 
-Per record: base64 (gzip tolerated) -> size guard -> JSON -> Segment normalisation (a record may hold a
-``{"batch": [...]}`` of many events) -> envelope checks -> the event type's compiled property checks ->
+Per record: base64 (gzip and a UTF-8 BOM tolerated) -> size guard -> JSON -> Segment normalisation (a record
+may hold a ``{"batch": [...]}`` of many events) -> envelope checks -> the event type's compiled property checks ->
 timestamp checks against the record's *arrival* time (so that a retried batch gives the same
 answer) -> in-batch de-duplication on ``messageId``.
 
 Every input unit (an event, or a record that never became one) ends in exactly one bucket of the
-returned :class:`BatchResult`: ``events``, ``rejections`` or ``duplicates``. The sinks and the
-conservation report rely on that.
+returned :class:`BatchResult`: ``events``, ``rejections`` or ``duplicates``, identified by (shard, sequence
+number, ``index``). The sinks and the conservation report rely on that. No exception escapes
+:meth:`Processor.process`: whatever goes wrong on one unit (a RecursionError, a MemoryError, a bug in a
+check) quarantines that unit alone as ``internal_error`` — each event of a Segment batch is its own unit —
+and the batch goes on.
 
 Clean native events first try :mod:`fastpath` (msgspec decodes and validates in C); whatever it does not
 accept takes the generic path described above, which alone decides rejections.
@@ -15,7 +18,8 @@ accept takes the generic path described above, which alone decides rejections.
 from __future__ import annotations
 
 import binascii
-import json
+import re
+import traceback
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -31,7 +35,12 @@ from handlers.tracking.fields import canonical_timestamp, format_timestamp, sani
 from handlers.tracking.settings import Settings
 
 SEGMENT_CALLS = frozenset({"track", "screen", "identify", "page", "group", "alias"})
+_SEGMENT_TYPES = {"screen": "Screen", "identify": "Identify", "page": "Page", "group": "Group", "alias": "Alias"}
 _GZIP_MAGIC = b"\x1f\x8b"
+_BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark: RFC 8259 lets a parser ignore it, orjson refuses it
+_NON_FINITE = re.compile(r"-?(?:NaN|Infinity)(?![A-Za-z0-9_])")
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+_MAX_EXCEPTION_CHARS = 8000  # Rejection.exception: the traceback's end (the innermost frames and the message)
 
 
 @dataclass(slots=True, frozen=True)
@@ -57,16 +66,17 @@ class Event:
     """
 
     __slots__ = ("message_id", "type", "version", "timestamp", "epoch", "received_at", "sent_at", "user_id",
-                 "anonymous_id", "_context", "_properties", "sequence_number")
+                 "anonymous_id", "_context", "_properties", "sequence_number", "index")
 
     def __init__(self, message_id: str, type: str, version: int, timestamp: str, epoch: float, received_at: str,
                  sent_at: str | None, user_id: str | None, anonymous_id: str | None, context: Any, properties: Any,
-                 sequence_number: str) -> None:
+                 sequence_number: str, index: int = 0) -> None:
         self.message_id, self.type, self.version = message_id, type, version
         self.timestamp, self.epoch, self.received_at, self.sent_at = timestamp, epoch, received_at, sent_at
         self.user_id, self.anonymous_id = user_id, anonymous_id
         self._context, self._properties = context, properties  # dicts, or Structs from the fast path
         self.sequence_number = sequence_number
+        self.index = index  # position of the event inside its Kinesis record (0 unless the record held a batch)
 
     @property
     def context(self) -> dict[str, Any]:
@@ -104,6 +114,7 @@ class Event:
 class Duplicate:
     message_id: str
     sequence_number: str
+    index: int = 0  # position of the event inside its Kinesis record (0 unless the record held a batch)
 
 
 @dataclass
@@ -128,11 +139,43 @@ class Processor:
 
     # -- record level -------------------------------------------------------------------------------
     def process(self, records: Iterable[RawRecord]) -> BatchResult:
+        """Never raises (but for KeyboardInterrupt / SystemExit): see the module docstring."""
         result = BatchResult()
         seen: set[str] = set()
         for record in records:
-            self._process_record(record, result, seen)
+            try:  # free in CPython 3.11 while nothing raises
+                self._process_record(record, result, seen)
+            except Exception as exc:  # noqa: BLE001 - isolation: the record failed, the batch goes on
+                # _process_record added nothing for this record (see there), so it is one unit: index 0
+                self._internal_error(result, record, 0, exc, None)
         return result
+
+    def _internal_error(self, result: BatchResult, record: RawRecord, index: int, exc: BaseException,
+                        item: Any) -> None:
+        """Quarantine one unit the core failed on: ``item`` is a batch item, or None for the whole record."""
+        try:
+            detail = str(exc)
+        except Exception:  # noqa: BLE001 - an exception whose str() fails still names its type
+            detail = "(no message)"
+        name = type(exc).__name__
+        message = f"the core failed on this {'event' if item is not None else 'record'}: {name}: {detail}"[:1000]
+        try:
+            formatted = "".join(traceback.format_exception(exc))[-_MAX_EXCEPTION_CHARS:]
+        except Exception:  # noqa: BLE001 - formatting is best effort: the type and message are in `message`
+            formatted = f"{name}: {detail}"[:_MAX_EXCEPTION_CHARS]
+        event_type = app_version = None
+        try:
+            if item is None:
+                raw = binascii.a2b_base64(record.data)
+            else:
+                raw = dumps_json(item)
+                if type(item) is dict:
+                    event_type = self._type_name(item)
+                    app_version = _app_version(item)
+        except Exception:  # noqa: BLE001 - the record's data as delivered, at worst
+            raw = record.data.encode("ascii", "replace") if type(record.data) is str else b""
+        result.rejections.append(Rejection(Reason.INTERNAL_ERROR, None, message, record.sequence_number, index,
+                                           event_type, app_version, raw, formatted))
 
     def _reject(self, result: BatchResult, record: RawRecord, index: int, error: Invalid, raw: bytes,
                 event_type: str | None = None, app_version: str | None = None) -> None:
@@ -148,12 +191,17 @@ class Processor:
         fast = self.fast
         if fast is not None and len(data) <= self.settings.max_record_bytes and fast.eligible(data):
             event = self._fast_event(fast, data, record)
-            if event is not None:
-                if event.message_id in seen:
-                    result.duplicates.append(Duplicate(event.message_id, record.sequence_number))
+            if event is not None:  # _commit inlined: the hot path
+                message_id = event.message_id
+                if message_id in seen:
+                    result.duplicates.append(Duplicate(message_id, record.sequence_number))
                 else:
-                    seen.add(event.message_id)
                     result.events.append(event)
+                    try:
+                        seen.add(message_id)
+                    except BaseException:
+                        result.events.pop()
+                        raise
                 return None
         try:
             payload = self.decode(data)
@@ -165,15 +213,26 @@ class Processor:
             if type(items) is not list:
                 return self._reject(result, record, 0,
                                     Invalid(Reason.INVALID_TYPE, "batch", "a Segment batch must be a list"), data)
+            if not items:  # no event in it: the record itself is the unit, or it would vanish from every bucket
+                return self._reject(result, record, 0,
+                                    Invalid(Reason.TOO_SHORT, "batch", "an empty Segment batch holds no event"), data)
             if len(items) > self.settings.max_batch_events:
                 return self._reject(result, record, 0, Invalid(
                     Reason.TOO_LONG, "batch",
                     f"{len(items)} events in one batch, the limit is {self.settings.max_batch_events}"), data)
             defaults = {k: payload[k] for k in ("sentAt", "context") if k in payload}
-            for index, item in enumerate(items):
-                if type(item) is dict and defaults:
-                    item = {**defaults, **item}
-                self._process_event(item, record, index, result, seen, None)
+            marks = len(result.events), len(result.rejections), len(result.duplicates)
+            try:
+                for index, item in enumerate(items):
+                    try:  # each event of a batch is its own unit: a failure quarantines this item only
+                        if type(item) is dict and defaults:
+                            item = {**defaults, **item}
+                        self._process_event(item, record, index, result, seen, None)
+                    except Exception as exc:  # noqa: BLE001 - _process_event added nothing for this item
+                        self._internal_error(result, record, index, exc, item)
+            except BaseException:  # even quarantining failed (MemoryError...): undo the record, process() rejects it
+                _rollback(result, seen, marks)
+                raise
         else:
             self._process_event(payload, record, 0, result, seen, data)
 
@@ -192,6 +251,8 @@ class Processor:
                 raise Invalid(Reason.RECORD_TOO_LARGE, None, f"decompresses to more than {limit} bytes")
             if not inflater.eof:
                 raise Invalid(Reason.BAD_COMPRESSION, None, "gzip data is truncated")
+        if data[:3] == _BOM:
+            data = data[3:]
         try:
             payload = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
@@ -203,45 +264,53 @@ class Processor:
 
     @staticmethod
     def _explain_bad_json(data: bytes, exc: orjson.JSONDecodeError) -> Invalid:
+        """Why orjson refused ``data``, from its message and the text at the error's position.
+
+        Never re-parses with another parser: the standard library's recurses (a RecursionError on deep input)
+        and is slow; what orjson saw at ``exc.pos`` (a character offset) is all that is needed.
+        """
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as bad:
             return Invalid(Reason.INVALID_UTF8, None, f"invalid UTF-8 at byte {bad.start}: {bad.reason}")
-        if "recursion" in str(exc).lower():
-            return Invalid(Reason.TOO_DEEP, None, "JSON nesting exceeds the parser's limit")
-        try:  # the standard library accepts the NaN / Infinity literals that JSON (and orjson) do not
-            json.loads(text)
-        except ValueError:
-            return Invalid(Reason.NOT_JSON, None, f"not JSON: {exc}")
-        return Invalid(Reason.NON_FINITE_NUMBER, None, "NaN or Infinity is not a valid JSON number")
+        message = str(exc)
+        if message.startswith("depth limit exceeded") or "recursion" in message.lower():
+            return Invalid(Reason.TOO_DEEP, None, "JSON nesting exceeds the parser's limit (1024 levels)")
+        pos = exc.pos if type(exc.pos) is int and 0 <= exc.pos <= len(text) else 0
+        if message.startswith(("unexpected character, expected a JSON value", "no digit after sign")):
+            start = pos - 1 if pos and text[pos - 1] == "-" else pos  # orjson points after the sign of -Infinity
+            if _NON_FINITE.match(text, start):
+                return Invalid(Reason.NON_FINITE_NUMBER, None, "NaN or Infinity is not a valid JSON number")
+        number = _NUMBER.match(text, pos) if message.startswith("number is infinity") else None
+        if number is not None:
+            # Valid JSON (RFC 8259 lets a parser limit the range), so not not_json; a real number, so not
+            # non_finite_number: too large for the 64-bit float it would become (orjson turns integers beyond
+            # 64 bits into floats), i.e. out of the range any field can hold — out_of_range.
+            literal = number.group()
+            if number.group(1) is None and number.group(2) is None:
+                digits = len(literal.lstrip("-"))
+                return Invalid(Reason.OUT_OF_RANGE, None, f"an integer of {digits} digits is beyond the 64-bit range")
+            return Invalid(Reason.OUT_OF_RANGE, None,
+                           f"{literal[:40]}{'…' if len(literal) > 40 else ''} is beyond the 64-bit floating-point "
+                           "range")
+        return Invalid(Reason.NOT_JSON, None, f"not JSON: {message}")
 
     # -- event level --------------------------------------------------------------------------------
     def _process_event(self, obj: Any, record: RawRecord, index: int, result: BatchResult, seen: set[str],
                        raw: bytes | None) -> None:
-        event_type = app_version = None
+        """Adds exactly one unit to ``result`` — or, if it raises, nothing (the caller quarantines the unit)."""
         try:
             if type(obj) is not dict:
                 raise Invalid(Reason.NOT_AN_OBJECT, None, "a batch item is not a JSON object")
-            context = obj.get("context")
-            if type(context) is dict:
-                app = context.get("app")
-                if type(app) is dict and type(app.get("version")) is str:
-                    app_version = app["version"]
-            event = self._build_event(obj, record)
-            event_type = event.type
+            event = self._build_event(obj, record, index)
         except Invalid as error:
-            if event_type is None and type(obj) is dict:
-                event_type = self._type_name(obj)
             if raw is None:
-                raw = orjson.dumps(obj)  # a batch item: it came from orjson, so it serialises back
-            result.rejections.append(Rejection(error.reason, error.field, error.message, record.sequence_number,
-                                               index, event_type, app_version, raw))
+                raw = dumps_json(obj)  # a batch item: it came from orjson, so it serialises back
+            result.rejections.append(Rejection(
+                error.reason, error.field, error.message, record.sequence_number, index,
+                self._type_name(obj) if type(obj) is dict else None, _app_version(obj), raw))
             return
-        if event.message_id in seen:
-            result.duplicates.append(Duplicate(event.message_id, record.sequence_number))
-            return
-        seen.add(event.message_id)
-        result.events.append(event)
+        _commit(result, seen, event, record)
 
     def _fast_event(self, fast: FastDecoder, data: bytes, record: RawRecord) -> Event | None:
         """The fast path's event, or None: then the generic path decides (and explains any rejection)."""
@@ -259,6 +328,7 @@ class Processor:
         name, version = fast.versions[type(envelope)]
         context = envelope.context if envelope.context is not None else {}
         properties = envelope.properties if envelope.properties is not None else {}
+        # a fast-path event is a whole record: index 0, the default
         return Event(envelope.messageId, name, version, timestamp, epoch, format_timestamp_epoch(record.arrival),
                      sent_at, envelope.userId, envelope.anonymousId, context, properties, record.sequence_number)
 
@@ -275,33 +345,31 @@ class Processor:
 
     @staticmethod
     def _type_name(obj: dict[str, Any]) -> str | None:
+        """The event type a rejected object names, as ``_build_event`` reads it (for the quarantine and Sentry)."""
         kind = obj.get("type")
-        if kind == "track":
-            kind = obj.get("event")
-        elif kind == "screen":
-            return "Screen"
-        elif kind == "identify":
-            return "Identify"
+        if type(kind) is str and kind in SEGMENT_CALLS:
+            kind = obj.get("event") if kind == "track" else _SEGMENT_TYPES[kind]
         return kind[:64] if type(kind) is str else None
 
-    def _build_event(self, obj: dict[str, Any], record: RawRecord) -> Event:
+    def _build_event(self, obj: dict[str, Any], record: RawRecord, index: int = 0) -> Event:
         settings = self.settings
         kind = obj.get("type")
         properties = obj.get("properties")
-        if kind in SEGMENT_CALLS:  # an unmodified Segment SDK payload: normalise to our envelope
+        if type(kind) is str and kind in SEGMENT_CALLS:  # an unmodified Segment SDK payload: normalise it
             if kind == "track":
                 kind = obj.get("event")
                 if kind is None:
                     raise Invalid(Reason.MISSING_FIELD, "event", "a Segment track call needs 'event'")
             elif kind == "screen":
-                properties = dict(properties or {})
-                if obj.get("name") is not None:
-                    properties["name"] = obj["name"]
+                if not properties:  # None, or an empty {} / [] as some SDKs send
+                    properties = {}
+                if type(properties) is dict and obj.get("name") is not None:  # else: the type's check refuses it
+                    properties = {**properties, "name": obj["name"]}
                 kind = "Screen"
             elif kind == "identify":
                 properties, kind = obj.get("traits"), "Identify"
             else:
-                kind = kind.capitalize()
+                kind = _SEGMENT_TYPES[kind]
         if kind is None:
             raise Invalid(Reason.MISSING_FIELD, "type", "every event needs 'type'")
         if type(kind) is not str:
@@ -343,7 +411,7 @@ class Processor:
         context = self.catalog.context_check(context) if context is not None else {}
         properties = event_type.check(properties if properties is not None else {})
         return Event(message_id, kind, event_type.version, timestamp, epoch, format_timestamp_epoch(record.arrival),
-                     sent_at, user_id, anonymous_id, context, properties, record.sequence_number)
+                     sent_at, user_id, anonymous_id, context, properties, record.sequence_number, index)
 
     def _identity(self, obj: dict[str, Any], key: str) -> str | None:
         value = obj.get(key)
@@ -358,6 +426,87 @@ class Processor:
             raise Invalid(Reason.TOO_LONG, key, f"{len(value)} characters, the limit is "
                                                 f"{self.settings.max_user_id_length}")
         return value or None
+
+
+def _commit(result: BatchResult, seen: set[str], event: Event, record: RawRecord) -> None:
+    """Add a built event as an event or a duplicate: all of it or, if this raises, nothing."""
+    message_id = event.message_id
+    if message_id in seen:
+        result.duplicates.append(Duplicate(message_id, record.sequence_number, event.index))
+        return
+    result.events.append(event)
+    try:
+        seen.add(message_id)
+    except BaseException:
+        result.events.pop()
+        raise
+
+
+def _rollback(result: BatchResult, seen: set[str], marks: tuple[int, int, int]) -> None:
+    """Undo what was added to ``result`` since ``marks`` (its list lengths then), messageIds included."""
+    events, rejections, duplicates = marks
+    for event in result.events[events:]:
+        seen.discard(event.message_id)
+    del result.events[events:], result.rejections[rejections:], result.duplicates[duplicates:]
+
+
+def _app_version(obj: Any) -> str | None:
+    if type(obj) is dict:
+        context = obj.get("context")
+        if type(context) is dict:
+            app = context.get("app")
+            if type(app) is dict and type(app.get("version")) is str:
+                return app["version"]
+    return None
+
+
+class _Close:
+    """A closing bracket (or the separator before the next item) waiting on ``dumps_json``'s stack."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: bytes) -> None:
+        self.text = text
+
+
+def dumps_json(value: Any) -> bytes:
+    """JSON bytes of a value that came from orjson (dicts, lists, str, int, float, bool, None), at any depth.
+
+    orjson serialises 254 levels at most, but parses 1024: a batch item between the two is written by this
+    explicit-stack encoder (no recursion), scalars still by orjson.
+    """
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        pass
+    out: list[bytes] = []
+    stack: list[Any] = [value]
+    comma = _Close(b",")
+    while stack:
+        node = stack.pop()
+        kind = type(node)
+        if kind is _Close:
+            out.append(node.text)
+        elif kind is dict:
+            out.append(b"{")
+            stack.append(_Close(b"}"))
+            entries = list(node.items())
+            for position in range(len(entries) - 1, -1, -1):  # pushed last to first: popped in order
+                key, item = entries[position]
+                stack.append(item)
+                stack.append(_Close(orjson.dumps(key) + b":"))
+                if position:
+                    stack.append(comma)
+        elif kind is list:
+            out.append(b"[")
+            stack.append(_Close(b"]"))
+            for position in range(len(node) - 1, -1, -1):
+                stack.append(node[position])
+                if position:
+                    stack.append(comma)
+        else:
+            out.append(orjson.dumps(node))
+    return b"".join(out)
 
 
 _second_prefix: dict[int, str] = {}

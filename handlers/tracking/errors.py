@@ -37,7 +37,9 @@ class Reason(str, enum.Enum):
     NOT_IN_ENUM = "not_in_enum"
     TIMESTAMP_IN_FUTURE = "timestamp_in_future"
     TIMESTAMP_TOO_OLD = "timestamp_too_old"
-    INTERNAL_ERROR = "internal_error"  # the core itself failed on this record (a bug, RecursionError, MemoryError)
+    # the core itself failed on this unit (a bug, RecursionError, MemoryError): the unit is quarantined alone, the
+    # batch goes on; Rejection.exception holds the exception for Sentry
+    INTERNAL_ERROR = "internal_error"
     SINK_REJECTED = "sink_rejected"  # a sink refused this event's values (e.g. a PostgreSQL data exception)
 
 
@@ -65,6 +67,9 @@ class Rejection:
     event_type: str | None
     app_version: str | None
     raw: bytes  # exactly what we could not accept: the record's bytes, or the event's JSON
+    # Only for Reason.INTERNAL_ERROR: the exception the core raised on this unit, formatted with its traceback
+    # (type, message, where), for the Sentry report. Like ``message`` it may quote the input: scrub it as such.
+    exception: str | None = None
 
     def describe(self) -> str:
         where = f"record {self.sequence_number}" + (f" event #{self.index}" if self.index else "")

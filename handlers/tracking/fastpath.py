@@ -7,11 +7,11 @@ decode and check types, ranges, lengths, patterns and enums in C.
 
 The fast path only *accepts*. It is tried when the raw bytes make sanitising a no-op — no backslash (no
 escaped control characters), no quote next to a space (no string to trim, given compact JSON), and text
-that is ASCII or Latin letters (precomposed, so already NFC) — and anything it does not accept (a validation error, an undeclared context
-key, a Segment payload, a value needing coercion such as ``"120.50"``) falls back to the generic path,
-which makes the decision and writes the precise error. So both paths accept exactly the same events and
-produce the same canonical output (numbers as floats, fields in declaration order, absent optionals
-omitted); ``tests/unit/test_fastpath.py`` holds them to that.
+that is ASCII or Latin letters (precomposed, so already NFC) — and anything it does not accept (a validation
+error, an undeclared key at the top level or in the context, a Segment payload, a value needing coercion such
+as ``"120.50"``) falls back to the generic path, which makes the decision and writes the precise error. So
+both paths accept exactly the same events and produce the same canonical output (numbers as floats, fields in
+declaration order, absent optionals omitted); ``tests/unit/test_fastpath.py`` holds them to that.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal, Union
 import msgspec
 
 from handlers.tracking.event_types import Catalog, EventType
+from handlers.tracking.fields import INT64_MAX, INT64_MIN
 
 
 _PLAIN_ASCII = bytes(b for b in range(0x20, 0x7F) if b != ord("\\"))
@@ -42,6 +43,9 @@ def _field_type(spec: dict[str, Any], name: str) -> Any:
         return Annotated[str, msgspec.Meta(**meta)]
     if kind in ("number", "integer"):
         bounds = {k: spec[src] for k, src in (("ge", "min"), ("le", "max")) if src in spec}
+        if kind == "integer":  # msgspec decodes ints of any size; the generic path keeps them to int64
+            bounds["ge"] = max(bounds.get("ge", INT64_MIN), INT64_MIN)
+            bounds["le"] = min(bounds.get("le", INT64_MAX), INT64_MAX)
         base = float if kind == "number" else int
         return Annotated[base, msgspec.Meta(**bounds)] if bounds else base
     if kind == "boolean":
@@ -86,8 +90,11 @@ def envelope_struct(event_type: EventType, context: type[msgspec.Struct], max_me
         ("sentAt", Union[str, None], None),
         ("context", Union[context, None], None),
     ]
+    # Unknown top-level keys (Segment's "integrations", say) send the record to the generic path, which ignores
+    # them: msgspec would skip them unread — invalid UTF-8 in them included, which orjson (the generic path)
+    # refuses — and skipping deep nesting recurses. With every key known, msgspec decodes, so checks, every byte.
     return msgspec.defstruct(f"Fast_{event_type.name}_envelope", fields, tag_field="type", tag=event_type.name,
-                             kw_only=True, forbid_unknown_fields=False)
+                             kw_only=True, forbid_unknown_fields=True)
 
 
 class FastDecoder:
@@ -128,8 +135,8 @@ class FastDecoder:
             return None
         try:
             return self._decoder.decode(data)
-        except (msgspec.ValidationError, msgspec.DecodeError):
-            return None
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+            return None  # RecursionError: should msgspec ever recurse too deep, the generic path decides
 
 
 to_builtins = msgspec.to_builtins

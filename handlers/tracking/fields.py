@@ -36,6 +36,47 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__.replace("dict", "object").replace("list", "array")
 
 
+def preview(value: Any, limit: int = 40) -> str:
+    """A short description of a value for an error message: the start of its repr for a scalar, never the repr
+    of an object or array (that recurses into every level — a RecursionError on deep input — and costs as much
+    as the whole value on wide input)."""
+    kind = type(value)
+    if kind is dict:
+        return "{…}"
+    if kind is list:
+        return "[…]"
+    if kind is str:
+        return repr(value[:limit])
+    if kind is int and not -10 ** limit < value < 10 ** limit:
+        return f"an integer of {_digits(value)} digits"
+    return repr(value)[:limit]
+
+
+# The range of a signed 64-bit integer: what every `integer` field holds downstream (BIGINT in the warehouse,
+# msgspec's JSON encoder) — a wider Python int would be refused by a sink, or break it, after validation.
+INT64_MIN, INT64_MAX = -2 ** 63, 2 ** 63 - 1
+_NON_FINITE_WORDS = frozenset({"nan", "inf", "infinity"})
+
+
+def _digits(value: int) -> int:
+    """Decimal digits of an int without str() (which refuses ints over 4,300 digits)."""
+    value = abs(value)
+    n = max(1, int(value.bit_length() * 0.30102999566398120))  # log10(2): exact or one short
+    return n + 1 if value >= 10 ** n else n
+
+
+def beyond_int64(path: str | None, value: int) -> Invalid:
+    return Invalid(Reason.OUT_OF_RANGE, path, f"an integer of {_digits(value)} digits is beyond the 64-bit range")
+
+
+def _not_finite(path: str, text: str, value: float) -> Invalid:
+    """NaN / Infinity spelled out is non_finite_number; any other text that overflows a double (``"1e400"``, 400
+    digits) is a real number too large for the 64-bit float every `number` becomes: out_of_range says so."""
+    if text.strip().lstrip("+-").lower() in _NON_FINITE_WORDS:
+        return Invalid(Reason.NON_FINITE_NUMBER, path, f"{value} is not a finite number")
+    return Invalid(Reason.OUT_OF_RANGE, path, f"{preview(text)} is beyond the 64-bit floating-point range")
+
+
 def string_check(path: str, *, min_length: int = 0, max_length: int = DEFAULT_MAX_STRING,
                  pattern: str | None = None) -> Check:
     regex = re.compile(pattern) if pattern else None
@@ -78,14 +119,19 @@ def number_check(path: str, *, minimum: float | None = None, maximum: float | No
             if not math.isfinite(value):
                 raise Invalid(Reason.NON_FINITE_NUMBER, path, f"{value} is not a finite number")
         elif kind is int:
-            value = float(value)  # canonical: every `number` is a float downstream
-        elif kind is str:
             try:
-                value = float(value.strip())
+                value = float(value)  # canonical: every `number` is a float downstream
+            except OverflowError:
+                raise Invalid(Reason.OUT_OF_RANGE, path, f"{preview(value)} is beyond the 64-bit floating-point "
+                                                         "range") from None
+        elif kind is str:
+            text = value
+            try:
+                value = float(text.strip())
             except ValueError:
-                raise Invalid(Reason.INVALID_TYPE, path, f"{value[:40]!r} is not a number") from None
+                raise Invalid(Reason.INVALID_TYPE, path, f"{text[:40]!r} is not a number") from None
             if not math.isfinite(value):
-                raise Invalid(Reason.NON_FINITE_NUMBER, path, f"{value} is not a finite number")
+                raise _not_finite(path, text, value)
         else:
             raise Invalid(Reason.INVALID_TYPE, path, f"expected a number, got {_type_name(value)}")
         guard(value)
@@ -105,6 +151,10 @@ def integer_check(path: str, *, minimum: float | None = None, maximum: float | N
             value = int(value)
         elif kind is str:
             text = value.strip()
+            digits = (text[1:] if text[:1] in ("+", "-") else text).lstrip("0")
+            if len(digits) > 19 and digits.isascii() and digits.isdigit():  # beyond int64 (int() refuses 4,300+)
+                raise Invalid(Reason.OUT_OF_RANGE, path, f"an integer of {len(digits)} digits is beyond the 64-bit "
+                                                         "range")
             try:
                 value = int(text)
             except ValueError:
@@ -112,13 +162,17 @@ def integer_check(path: str, *, minimum: float | None = None, maximum: float | N
                     number = float(text)
                 except ValueError:
                     number = math.nan
+                if math.isinf(number):
+                    raise _not_finite(path, text, number) from None
                 if not (math.isfinite(number) and number.is_integer()):
                     raise Invalid(Reason.INVALID_TYPE, path, f"{text[:40]!r} is not an integer") from None
                 value = int(number)
         elif kind is float and not math.isfinite(value):
             raise Invalid(Reason.NON_FINITE_NUMBER, path, f"{value} is not a finite number")
         else:
-            raise Invalid(Reason.INVALID_TYPE, path, f"expected an integer, got {_type_name(value)} {value!r:.40}")
+            raise Invalid(Reason.INVALID_TYPE, path, f"expected an integer, got {_type_name(value)} {preview(value)}")
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise beyond_int64(path, value)
         guard(value)
         return value
 
@@ -133,7 +187,7 @@ def boolean_check(path: str) -> Check:
             return value
         if type(value) is str and value.strip().lower() in words:
             return words[value.strip().lower()]
-        raise Invalid(Reason.INVALID_TYPE, path, f"expected a boolean, got {_type_name(value)} {value!r:.40}")
+        raise Invalid(Reason.INVALID_TYPE, path, f"expected a boolean, got {_type_name(value)} {preview(value)}")
 
     return check
 
@@ -179,7 +233,10 @@ def canonical_timestamp(value: Any, path: str) -> tuple[str, float]:
     parsed = parse_timestamp(value, path)
     if len(value) == 24 and value[23] == "Z" and value[19] == ".":
         return value, parsed.timestamp()
-    return format_timestamp(parsed), parsed.timestamp()
+    try:
+        return format_timestamp(parsed), parsed.timestamp()
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00: a valid datetime whose UTC time is before year 1
+        raise Invalid(Reason.OUT_OF_RANGE, path, f"{value[:40]!r} is outside the years 1 to 9999 in UTC") from None
 
 
 def timestamp_check(path: str) -> Check:
@@ -200,7 +257,7 @@ def enum_check(path: str, values: list[str]) -> Check:
             value = sanitise_string(value)
             if value in allowed:
                 return value
-        raise Invalid(Reason.NOT_IN_ENUM, path, f"{value!r:.40} is not one of: {shown}")
+        raise Invalid(Reason.NOT_IN_ENUM, path, f"{preview(value)} is not one of: {shown}")
 
     return check
 

@@ -56,6 +56,49 @@ def test_events_validate_exits_0_on_an_all_valid_file(tmp_path, timeless):
     assert result.stdout.splitlines() == ["3 valid, 0 invalid of 3 events"]
 
 
+def _deep_lead(depth: int) -> bytes:
+    """The mixed sample's first (valid) event with a property nested ``depth`` levels deep."""
+    first = (REPO / MIXED).read_bytes().splitlines()[0]
+    return first.replace(b'"properties": {', b'"properties": {"a": ' + b"[" * depth + b"]" * depth + b", ", 1)
+
+
+def test_events_validate_reports_an_event_nested_2000_deep_in_json_lines(tmp_path, timeless):
+    first = (REPO / MIXED).read_bytes().splitlines()[0]
+    sample = tmp_path / "deep.jsonl"
+    sample.write_bytes(b"\n".join([first, _deep_lead(2000), _deep_lead(300)]) + b"\n")
+    result = letgo("events", "validate", str(sample), env=timeless)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout.splitlines() == [
+        f"{sample}:2: record: [too_deep] JSON nesting exceeds the parser's limit (1024 levels)",
+        f"{sample}:3 (Lead): field 'properties.a': [unknown_property] not declared in the event type "
+        "(add it to the YAML, then re-drive)",
+        "1 valid, 2 invalid of 3 events"]
+
+
+def test_events_validate_says_in_one_line_that_a_json_array_it_cannot_parse_is_not_one(tmp_path, timeless):
+    first = (REPO / MIXED).read_bytes().splitlines()[0]
+    sample = tmp_path / "deep.json"
+    sample.write_bytes(b"[" + first + b", " + _deep_lead(2000) + b"]")
+    result = letgo("events", "validate", str(sample), env=timeless)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = result.stdout.splitlines()
+    assert line.startswith(f"{sample}: not a JSON array of events (nor JSON lines): depth limit exceeded: line 1 ")
+
+
+def test_events_validate_takes_a_json_array_with_items_deeper_than_orjson_writes(tmp_path, timeless):
+    first = (REPO / MIXED).read_bytes().splitlines()[0]
+    sample = tmp_path / "deep.json"
+    sample.write_bytes(b"\xef\xbb\xbf[" + first + b", " + _deep_lead(300) + b"]")  # and a BOM, as editors write
+    result = letgo("events", "validate", str(sample), env=timeless)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.splitlines() == [
+        f"{sample}:2 (Lead): field 'properties.a': [unknown_property] not declared in the event type "
+        "(add it to the YAML, then re-drive)",
+        "1 valid, 1 invalid of 2 events"]
+
+
 def test_alerts_lists_one_line_per_type_and_problem_with_counts(stage):
     send(stage, [native("Lead", lead_properties(price=-1)) for _ in range(3)] +
          [native("Lead", lead_properties(channel="pigeon")) for _ in range(2)] +
