@@ -8,7 +8,7 @@ HSTAMP := .venv-humilis/.installed
 CSTAMP := .venv-checkov/.installed
 STAGE  ?= DEV
 
-.PHONY: run test test-unit test-functional test-e2e bench lint deps browser tools package render preview deploy destroy clean
+.PHONY: run test test-unit test-functional test-e2e chaos bench lint deps browser tools package render preview deploy destroy clean
 
 run: deps                     ## the main job: local stage + 20,000 events + conservation report
 	$(PY) -m letgo demo
@@ -24,6 +24,9 @@ test-functional: deps tools package
 
 test-e2e: deps browser tools package
 	LETGO_REQUIRE_BROWSER=1 $(PY) -m pytest -q -m e2e
+
+chaos: deps                   ## the chaos suite alone: sink outages, poison records, a killed consumer
+	$(PY) -m pytest -q -m chaos
 
 bench: deps                   ## performance ratios against baselines measured in the same run
 	$(PY) -m bench

@@ -5,6 +5,7 @@
     letgo events validate FILE         say, for each invalid event in FILE, which field is wrong and why
     letgo events send FILE             put the events of FILE on a stream (the running local stage by default)
     letgo quarantine redrive           re-drive quarantined events after an event type was fixed
+    letgo recover [--stage S] [--dry-run]   re-deliver batches a stream function gave up on (its on-failure queue)
     letgo alerts [--path P]            list locally stored Sentry issues, grouped for triage
     letgo types lock | check           record / check event-type versions (additive vs breaking changes)
     letgo db migrate --dsn DSN         apply PostgreSQL migrations
@@ -286,6 +287,7 @@ def cmd_stage_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGUSR1, lambda *_: requests.append("pause"))   # `letgo metrics replay`, step 1
     signal.signal(signal.SIGUSR2, lambda *_: requests.append("resume"))  # ... and step 4
+    signal.signal(signal.SIGHUP, lambda *_: requests.append("recover"))  # `letgo recover`: the indexer's queue
     with ExitStack() as stack:
         stage = stack.enter_context(LocalStage(REPO_ROOT / ".local" / "stage", say=print))
         collector = stack.enter_context(Collector(client("kinesis"), stage.names.stream, {args.write_key}))
@@ -294,8 +296,8 @@ def cmd_stage_up(args: argparse.Namespace) -> int:
         metrics_api = stack.enter_context(BackgroundServer(create_app(stage.postgres.dsn, statistics.metrics)))
 
         def windows(position: str, at: float | None = None) -> TumblingWindowMapping:
-            mapping = TumblingWindowMapping(client("kinesis"), stage.names.stream, statistics.handle,
-                                            window_seconds=statistics.metrics.stream_window_seconds, clock=time.time)
+            mapping = stage.new_window_mapping(statistics.handle, window_seconds=statistics.metrics.stream_window_seconds,
+                                               clock=time.time)
             mapping.start(position, at)
             return mapping
 
@@ -305,7 +307,8 @@ def cmd_stage_up(args: argparse.Namespace) -> int:
                 "AWS_DEFAULT_REGION", "RAW_BUCKET", "QUARANTINE_BUCKET", "FIREHOSE_STREAM", "DATABASE_URL",
                 "SENTRY_LOCAL_PATH", "STAGE")
         STAGE_FILE.write_bytes(orjson.dumps({"pid": os.getpid(), "stream": stage.names.stream,
-                                             "collector": collector.url, "env": {k: os.environ[k] for k in keys}}))
+                                             "collector": collector.url, "queues": stage.queue_urls,
+                                             "env": {k: os.environ[k] for k in keys}}))
         _control(statistics="running", resume_at=None)
         print(f"collector (Segment-compatible): {collector.url}/v1/batch  write key: {args.write_key}")
         print(f"PostgreSQL: {stage.postgres.dsn}")
@@ -317,11 +320,14 @@ def cmd_stage_up(args: argparse.Namespace) -> int:
             assert stage.mapping is not None
             while not stop:
                 while requests:
-                    if requests.pop(0) == "pause" and stats is not None:
+                    request = requests.pop(0)
+                    if request == "recover":
+                        _recover_indexer_here(stage, indexing)
+                    elif request == "pause" and stats is not None:
                         stats.flush()
                         stats = None
                         _control(statistics="paused")
-                    elif stats is None:
+                    elif request == "resume" and stats is None:
                         stats = windows("AT_TIMESTAMP", _control()["resume_at"])
                         _control(statistics="running")
                 handled = stage.mapping.poll() + (stats.poll() if stats is not None else 0)
@@ -338,6 +344,17 @@ def cmd_stage_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recover_indexer_here(stage: Any, indexing: Any) -> None:
+    """In the `stage up` process, which holds the local index writer: recover the search indexer's queue."""
+    from letgo.recover import local_recoveries
+
+    info = {"stream": stage.names.stream, "queues": stage.queue_urls, "env": dict(os.environ)}
+    [(_name, recovery)] = local_recoveries(info, ["search-indexer"], indexer_invoke=indexing.invoke, say=print)
+    recovery.progress = lambda done: _control(recovery_progress=done)
+    report = recovery.run()
+    _control(recovery={"describe": report.describe(), "problems": report.problems, "left": report.left})
+
+
 def _local_search(stack: ExitStack, stage: Any) -> tuple[Any, Any, Any]:
     """The search indexer (its own mapping on the stream) into the embedded engine, and the search API."""
     import shutil
@@ -351,7 +368,7 @@ def _local_search(stack: ExitStack, stage: Any) -> tuple[Any, Any, Any]:
     index_dir = stage.workdir / "search"
     shutil.rmtree(index_dir, ignore_errors=True)  # the stream is read from its start: rebuilt from scratch
     backend = stack.enter_context(TantivyBackend(index_dir))
-    indexing = stage.new_mapping(invoke=IndexerInvoke(Indexer(backend)), batch_size=500)
+    indexing = stage.new_mapping(invoke=IndexerInvoke(Indexer(backend)), function="search-indexer", batch_size=500)
     indexing.start("TRIM_HORIZON")
     api = stack.enter_context(BackgroundServer(create_app(backend, ApiConfig())))
     return backend, indexing, api
@@ -430,6 +447,63 @@ def cmd_metrics_replay(args: argparse.Namespace) -> int:
         handler.sink.close()
     print(f"4. statistics consumer restarted at {resume:%H:%M:%S}Z")
     return 0
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    """Re-deliver what the mappings gave up on, from their on-failure queues (local stage, or --stage on AWS)."""
+    from handlers.core.aws import client
+    from letgo.progress import Progress
+    from letgo.recover import local_recoveries, stage_recoveries
+
+    functions = [args.function] if args.function != "all" else ["consumer", "statistics", "search-indexer"]
+    if args.stage:
+        recoveries = stage_recoveries(client("cloudformation"), args.stage, functions, say=print)
+    else:
+        info = _stage_info()
+        recoveries = local_recoveries(info, [f for f in functions if f != "search-indexer"], say=print)
+    failed = False
+    for name, recovery in recoveries:
+        progress = Progress(f"{name}: records re-read")
+        recovery.progress = progress
+        report = recovery.run(dry_run=args.dry_run)
+        progress.finish()
+        for line in report.plan:
+            print(f"  would recover {line}")
+        for problem in report.problems:
+            print(f"  ! {problem}")
+        print(("dry run — " if args.dry_run else "") + report.describe())
+        failed |= bool(report.problems) or (report.left > 0 and not args.dry_run)
+    if not args.stage and "search-indexer" in functions:
+        failed |= _recover_indexer_in_stage(info, dry_run=args.dry_run)
+    return 1 if failed else 0
+
+
+def _recover_indexer_in_stage(info: dict[str, Any], *, dry_run: bool, timeout: float = 900) -> bool:
+    """The local indexer's index writer lives in the `stage up` process: ask it to recover (SIGHUP), show its
+    progress, print its report. Returns True when something is left or failed."""
+    from handlers.core.aws import client
+    from letgo.progress import Progress
+
+    if dry_run:
+        count = client("sqs").get_queue_attributes(QueueUrl=info["queues"]["search-indexer"], AttributeNames=[
+            "ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"]
+        print(f"dry run — search-indexer: {count} on-failure messages (recovered by the running stage)")
+        return False
+    _control(recovery=None, recovery_progress=0)
+    os.kill(info["pid"], signal.SIGHUP)
+    progress = Progress("search-indexer: records re-read")
+    deadline = time.monotonic() + timeout
+    while (state := _control()).get("recovery") is None:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the local stage did not finish the search indexer's recovery within {timeout:.0f} s")
+        progress(state.get("recovery_progress") or 0)
+        time.sleep(0.2)
+    progress.finish()
+    report = state["recovery"]
+    for problem in report["problems"]:
+        print(f"  ! {problem}")
+    print(report["describe"])
+    return bool(report["problems"]) or report["left"] > 0
 
 
 def cmd_stage_down(args: argparse.Namespace) -> int:
@@ -656,6 +730,12 @@ def build_parser() -> argparse.ArgumentParser:
     quarantine.add_argument("action", choices=["redrive"])
     quarantine.add_argument("--stream", help="stream name (default: the running local stage's)")
     quarantine.set_defaults(func=cmd_redrive)
+
+    recover = sub.add_parser("recover", help="re-deliver batches the stream functions gave up on (on-failure queues)")
+    recover.add_argument("--function", choices=["all", "consumer", "statistics", "search-indexer"], default="all")
+    recover.add_argument("--stage", help="a deployed stage (DEV, PROD…): invoke its functions (default: the local stage)")
+    recover.add_argument("--dry-run", action="store_true", help="list what would be re-delivered; change nothing")
+    recover.set_defaults(func=cmd_recover)
 
     alerts = sub.add_parser("alerts", help="list locally stored Sentry issues")
     alerts.add_argument("--path", help="the local Sentry store (default: the running local stage's)")

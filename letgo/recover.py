@@ -425,7 +425,13 @@ def stage_recoveries(cloudformation: Any, stage: str, functions: Iterable[str], 
     kinesis, stream, stream_arn = client("kinesis"), kinesis_layer["StreamName"], kinesis_layer["StreamArn"]
     region = kinesis.meta.region_name
     reader = RecordReader(kinesis, stream, client("s3"), storage["RawBucketName"])
-    sqs, lambda_client = client("sqs"), client("lambda")
+    import boto3
+    from botocore.config import Config
+
+    # a synchronous invoke lasts as long as the function (which may wait out an outage): not the short default
+    lambda_client = boto3.session.Session().client("lambda", region_name=region, config=Config(
+        read_timeout=900, connect_timeout=5, retries={"max_attempts": 1}))
+    sqs = client("sqs")
     recoveries: list[tuple[str, Recovery]] = []
     for function in functions:
         if function == "consumer":

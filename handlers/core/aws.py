@@ -12,7 +12,9 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-_CONFIG = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30)
+# Short timeouts on purpose: a hung dependency must fail an attempt quickly so the consumers' own backoff
+# (which waits out outages for as long as they last) stays in charge, within a Lambda invocation's time.
+_CONFIG = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=3, read_timeout=10)
 
 
 @lru_cache(maxsize=None)

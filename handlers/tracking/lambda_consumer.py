@@ -28,9 +28,11 @@ from handlers.tracking.core import RawRecord
 logger = Logger(service="tracking-consumer")
 _consumer: Consumer | None = None
 _outages = OutageReporter("tracking-consumer")
-# Seconds of the invocation kept free after waiting: one batch normally takes well under a second, this
-# leaves room for a slow one before the function's timeout (a timeout would count as a function error).
-SAFETY_MARGIN_SECONDS = 15.0
+# Seconds of the invocation kept free after waiting: one batch normally takes well under a second, but an
+# attempt against a dependency that hangs lasts until its timeouts (S3/Firehose: 3 s connect, 10 s read, 2
+# tries; PostgreSQL: 5 s connect + its statement timeout). A timeout would be a function error: the batch
+# would be bisected and retried — nothing lost, but wasteful.
+SAFETY_MARGIN_SECONDS = 40.0
 MAX_WAIT_SECONDS = 600.0
 
 
