@@ -111,12 +111,17 @@ def public_paths(properties: dict[str, dict[str, Any]], prefix: str = "") -> set
     return found
 
 
-def redact(value: Any, allowed: frozenset[str], path: str) -> Any:
+MAX_SAMPLE_DEPTH = 12  # a sample nested deeper is cut (a rejected record may be nested 1,000 deep)
+
+
+def redact(value: Any, allowed: frozenset[str], path: str, depth: int = 0) -> Any:
     """Keep the structure; keep a value only where its dotted path is declared and not personal data."""
+    if depth >= MAX_SAMPLE_DEPTH and isinstance(value, (dict, list)):
+        return "[nested too deep, withheld]"
     if isinstance(value, dict):
-        return {k: redact(v, allowed, f"{path}.{k}" if path else k) for k, v in value.items()}
+        return {k: redact(v, allowed, f"{path}.{k}" if path else k, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [redact(v, allowed, path) for v in value]
+        return [redact(v, allowed, path, depth + 1) for v in value]
     return value if path in allowed else SCRUBBED
 
 
@@ -169,9 +174,13 @@ class ProblemReporter:
                     scope.set_tag("app_version", versions.most_common(1)[0][0])
                     scope.set_extra("count", len(members))
                     scope.set_extra("app_versions", dict(versions))
-                    scope.set_extra("message", members[0].message)
+                    scope.set_extra("message", members[0].message if reason != "internal_error"
+                                    else members[0].message.split(": ")[0] + ": " + _exception_types(members[0]))
                     scope.set_extra("sample", self.sample(members[0]))
                     scope.set_extra("sequence_numbers", sorted({r.sequence_number for r in members})[:20])
+                    exception = next((r.exception for r in members if getattr(r, "exception", None)), None)
+                    if exception:  # internal_error: where the core failed — frames only, messages withheld
+                        scope.set_extra("exception", traceback_frames(exception))
                     sentry_sdk.capture_message(f"{event_type}: {reason} on {field}", level="warning")
             except Exception:  # noqa: BLE001 - reporting must never fail the batch
                 continue
@@ -210,6 +219,24 @@ class OutageReporter:
 
     def recovered(self) -> None:
         self._last.clear()
+
+
+def traceback_frames(text: str) -> str:
+    """A formatted traceback without its exception messages (they may quote a record's values): the frames,
+    and each exception's type alone."""
+    kept = []
+    for line in text.splitlines():
+        if line.startswith((" ", "Traceback", "During handling", "The above exception")) or not line.strip():
+            kept.append(line)
+        else:
+            kept.append(line.split(":", 1)[0] + ": [message withheld]")
+    return "\n".join(kept)
+
+
+def _exception_types(rejection: Any) -> str:
+    exception = getattr(rejection, "exception", None) or ""
+    last = [line for line in exception.splitlines() if line and not line.startswith(" ")]
+    return last[-1].split(":", 1)[0] if last else "an exception"
 
 
 def read_local_alerts(path: Path) -> list[dict[str, Any]]:

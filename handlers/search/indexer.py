@@ -42,6 +42,8 @@ class IndexOutcome:
     removed: int = 0                                  # ads deleted (after folding)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (message id, why)
     failed_sequence_numbers: set[str] = field(default_factory=set)
+    unavailable: str | None = None  # the engine is down: the whole batch was handed back to wait (an outage)
+    error: str | None = None
 
     def merge(self, other: "IndexOutcome") -> None:
         self.events += other.events

@@ -37,8 +37,8 @@ class IndexerHandler:
             outcome = wait_out(lambda: self.indexer.apply(events), budget_seconds=budget_seconds,
                                on_wait=lambda problem, _delay, _retry: _outages.waiting(problem))
         except Unavailable as exc:  # the whole batch waits: handed back, never bisected or skipped
-            outcome = IndexOutcome(failed_sequence_numbers={r.sequence_number for r in records})
-            outcome.unavailable, outcome.error = exc.dependency, str(exc)  # read by the mapping (and its console)
+            outcome = IndexOutcome(failed_sequence_numbers={r.sequence_number for r in records},
+                                   unavailable=exc.dependency, error=str(exc))
             _outages.waiting(exc)
             return outcome
         _outages.recovered()

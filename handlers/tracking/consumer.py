@@ -186,8 +186,7 @@ def _rejection(event: Event, reason: Reason, message: str, raw: bytes) -> Reject
     """A valid event set aside after the core accepted it (too big for Firehose, refused by PostgreSQL)."""
     app = event.context.get("app") if isinstance(event.context, dict) else None
     version = app.get("version") if isinstance(app, dict) and isinstance(app.get("version"), str) else None
-    return Rejection(reason, None, message, event.sequence_number, getattr(event, "index", 0), event.type, version,
-                     raw)
+    return Rejection(reason, None, message, event.sequence_number, event.index, event.type, version, raw)
 
 
 @dataclass(frozen=True)

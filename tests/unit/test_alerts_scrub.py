@@ -142,3 +142,28 @@ def test_sample_hides_undeclared_fields_where_broken_apps_put_personal_data(cata
         assert "john@x.com" not in text and "600 000" not in text, text
     kept = reporter.sample(Rejection(Reason.UNKNOWN_PROPERTY, None, "x", "1", 0, "Lead", None, orjson.dumps(leaky[0])))
     assert kept["properties"]["item_id"] == "it-1" and kept["type"] == "Lead"  # declared, not personal: kept
+
+
+def test_internal_error_reaches_sentry_with_frames_but_not_the_values_its_message_quoted(reporter, sentry_file):
+    import traceback
+
+    try:
+        {}[EMAIL]  # an exception whose message quotes a record's value
+    except KeyError as exc:
+        formatted = "".join(traceback.format_exception(exc))
+    internal = Rejection(Reason.INTERNAL_ERROR, None, f"the core failed on this record: KeyError: '{EMAIL}'", "9", 0,
+                         "UserSignedUp", "4.12.0", orjson.dumps(signed_up()), formatted)
+    assert reporter.report([internal]) == 1
+    text = sentry_file.read_text()
+    [issue] = read_local_alerts(sentry_file)
+    assert issue["tags"]["reason"] == "internal_error"
+    event = orjson.loads(text.splitlines()[0])
+    assert "test_alerts_scrub.py" in event["extra"]["exception"] and "KeyError" in event["extra"]["exception"]
+    assert event["extra"]["message"] == "the core failed on this record: KeyError"
+    assert EMAIL not in text and all(secret not in text for secret in SECRETS)
+
+
+def test_sample_of_a_deeply_nested_record_is_cut_not_a_recursion_error(reporter):
+    deep = b'{"type":"Lead","properties":{"item_id":' + b"[" * 900 + b"]" * 900 + b"}}"
+    sample = reporter.sample(rejection(deep, event_type="Lead", reason=Reason.TOO_DEEP, field=None))
+    assert "withheld" in orjson.dumps(sample).decode()

@@ -97,10 +97,13 @@ class RawArchive(_S3Writer):
 
 
 def quarantine_line(rejection: Rejection, shard_id: str, arrival: float) -> dict[str, Any]:
-    return {"shardId": shard_id, "sequenceNumber": rejection.sequence_number, "index": rejection.index,
+    line = {"shardId": shard_id, "sequenceNumber": rejection.sequence_number, "index": rejection.index,
             "arrival": arrival, "reason": rejection.reason.value, "field": rejection.field,
             "message": rejection.message, "eventType": rejection.event_type, "appVersion": rejection.app_version,
             "raw": base64.b64encode(rejection.raw).decode("ascii")}
+    if rejection.exception:  # internal_error: where the core failed (no record values in a traceback's text)
+        line["exception"] = rejection.exception
+    return line
 
 
 class Quarantine(_S3Writer):
