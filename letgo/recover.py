@@ -63,11 +63,11 @@ class GaveUp:
         body = orjson.loads(message["Body"])
         info = body["KinesisBatchInfo"]
         window = body.get("window")
-        context = body.get("requestContext") or {}
+        request, response = body.get("requestContext") or {}, body.get("responseContext") or {}
         return cls(message["MessageId"], message["ReceiptHandle"], info["shardId"], info["startSequenceNumber"],
                    info["endSequenceNumber"], _epoch(info.get("approximateArrivalOfFirstRecord")),
-                   _epoch(info.get("approximateArrivalOfLastRecord")), context.get("condition") or "?",
-                   str(context.get("reason") or context.get("functionError") or ""),
+                   _epoch(info.get("approximateArrivalOfLastRecord")), request.get("condition") or "?",
+                   str(request.get("reason") or response.get("functionError") or ""),
                    (_epoch(window["start"]), _epoch(window["end"])) if window else None)  # type: ignore[arg-type]
 
     def describe(self) -> str:
