@@ -4,6 +4,7 @@ For every quarantined line that the *current* event types accept, the original p
 stream, so it flows like a new event (archive, checks, sinks — idempotent on messageId, so re-driving twice
 is harmless). Lines still invalid stay in the quarantine under the same key; an object whose lines all
 went back is deleted. Re-put first, rewrite second: a crash in between only causes a harmless re-send.
+Counts are of distinct units (shard, sequence number, index), whatever objects hold them.
 """
 from __future__ import annotations
 
@@ -30,11 +31,16 @@ def redrive(quarantine: Quarantine, processor: Processor, kinesis: Any, stream: 
             progress: Callable[[int], None] | None = None) -> RedriveReport:
     report = RedriveReport()
     reasons: Counter[str] = Counter()
+    seen: set[tuple[str, str, int]] = set()  # objects written before per-record keys may repeat a line
     for key in list(quarantine.keys()):
         report.objects += 1
         lines = quarantine.read(key)
         keep, resend = [], []
         for line in lines:
+            unit = (line["shardId"], line["sequenceNumber"], line["index"])
+            if unit in seen:
+                continue  # counted (and re-sent, if it could be) from its first copy
+            seen.add(unit)
             # judged as it will be once back on the stream: it arrives anew, now
             record = RawRecord(line["sequenceNumber"], "redrive", line["raw"], time.time(), line["shardId"])
             result = processor.process([record])

@@ -144,3 +144,23 @@ def test_still_invalid_line_is_requarantined_with_its_current_reason(stage, even
     run_redrive(stage, event_types)
     [line] = quarantine_lines(stage)
     assert (line["reason"], line["field"]) == ("not_in_enum", "properties.reason")
+
+
+def test_redrive_counts_each_quarantined_unit_once_even_when_old_objects_repeat_it(stage, event_types):
+    """Objects written before quarantine keys were per record could hold the same line twice (a bisected
+    sub-batch): re-drive counts and re-sends distinct (shard, sequence number, index) units only."""
+    from handlers.tracking.sinks.s3objects import gzip_lines
+
+    send(stage, [item_reported(str(uuid.uuid4())) for _ in range(3)])
+    stage.mapping.drain()
+    lines = quarantine_lines(stage)
+    assert len(lines) == 3
+    s3 = client("s3")
+    s3.put_object(Bucket=stage.names.quarantine_bucket, Key="quarantine/dt=2026-01-01/old/1-9.jsonl.gz",
+                  Body=gzip_lines(lines))  # the same three units again, as a legacy per-batch object
+    assert run_redrive(stage, event_types).still_invalid == 3  # not 6: the YAML is still missing
+    add_item_reported(event_types)
+    report = run_redrive(stage, event_types)
+    assert (report.redriven, report.still_invalid) == (3, 0)
+    stage.mapping.drain()
+    assert len(pg_count_by_id(stage)) == 3 and quarantine_lines(stage) == []
