@@ -451,3 +451,27 @@ def test_every_function_and_service_gets_the_sentry_secret_and_may_read_it(tmp_p
     assert {"kinesis/ConsumerFunction", "statistics/UpstreamFunction", "search-indexer/IndexerFunction",
             "search-api/Environment", "model-serving/Environment", "model-validator/ValidatorFunction",
             "batch/JobDefinition"} <= set(seen), seen
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_stream_mapping_waits_out_an_outage_and_queues_only_while_the_stream_still_has_the_records(
+        rendered, stage):
+    """Nothing lost: no retry limit, a maximum record age below the stream's retention (so `letgo recover` can
+    still re-read a queued batch from the stream), and the function has time to wait inside an invocation."""
+    retention = template(rendered, stage, "kinesis")["Resources"]
+    [stream] = [r["Properties"] for r in retention.values() if r["Type"] == "AWS::Kinesis::Stream"]
+    retention_seconds = stream["RetentionPeriodHours"] * 3600
+    layers = ["kinesis", "statistics"] + ([] if "search-indexer" in DISABLED.get(stage, set()) else ["search-indexer"])
+    for layer in layers:
+        resources = template(rendered, stage, layer)["Resources"]
+        for mapping in (r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"):
+            assert mapping["MaximumRetryAttempts"] == -1, layer
+            age = mapping["MaximumRecordAgeInSeconds"]
+            replaying = layer == "statistics" and age == -1  # a statistics replay lifts the age limit on purpose
+            assert replaying or 3600 <= age <= retention_seconds - 86400, (layer, age, retention_seconds)
+            assert mapping["DestinationConfig"]["OnFailure"]["Destination"], layer
+    [consumer] = [r["Properties"] for r in template(rendered, stage, "kinesis")["Resources"].values()
+                  if r["Type"] == "AWS::Lambda::Function"]
+    from handlers.tracking.lambda_consumer import SAFETY_MARGIN_SECONDS
+
+    assert consumer["Timeout"] >= 2 * SAFETY_MARGIN_SECONDS  # room to wait, and room to finish a slow attempt
