@@ -74,6 +74,9 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+BENCHMARKS = ("core", "statistics", "postgres", "search", "serving")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--events", type=int, default=20_000, help="events per round (core benchmark)")
@@ -85,7 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ads", type=int, default=search_bench.ADS, help="ads in the search benchmark's index")
     parser.add_argument("--no-search", action="store_true", help="skip the search benchmark")
     parser.add_argument("--no-serving", action="store_true", help="skip the model serving benchmark")
+    parser.add_argument("--only", choices=BENCHMARKS, action="append",
+                        help="run only this benchmark (repeatable), e.g. --only postgres")
     args = parser.parse_args(argv)
+    wanted = set(args.only or BENCHMARKS)
+    wanted -= {name for name, skip in (("postgres", args.no_postgres), ("search", args.no_search),
+                                       ("serving", args.no_serving)) if skip}
 
     started = time.perf_counter()
     all_cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
@@ -103,23 +111,27 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench: {args.rounds} alternating rounds per benchmark, best kept; pinned to CPU {cpu}", flush=True)
     event_types_dir = REPO_ROOT / "event_types"
     processor = Processor(load_catalog(event_types_dir), load_settings())
-    validators = core_bench.build_validators(processor, event_types_dir)
+    validators = core_bench.build_validators(processor, event_types_dir) if "core" in wanted else None
 
-    print("[1/5] event core vs base64+orjson floor vs base64+json+jsonschema pipeline", flush=True)
-    progress("building workloads")
-    workloads = [lead_events(args.events, now), traffic_mix(args.events, now)]
     report["event_core"] = []
-    for workload, rounds in zip(workloads, (args.rounds, args.mix_rounds)):
-        progress(f"workload {workload.name}: {len(workload.records)} records, "
-                 f"{workload.mean_bytes:.0f} bytes/event on average")
-        report["event_core"].append(core_bench.run(workload, processor, validators, rounds))
+    workloads: list[Any] = []
+    if wanted & {"core", "statistics"}:
+        progress("building workloads")
+        workloads = [lead_events(args.events, now), traffic_mix(args.events, now)]
+    if "core" in wanted:
+        print("[1/5] event core vs base64+orjson floor vs base64+json+jsonschema pipeline", flush=True)
+        for workload, rounds in zip(workloads, (args.rounds, args.mix_rounds)):
+            progress(f"workload {workload.name}: {len(workload.records)} records, "
+                     f"{workload.mean_bytes:.0f} bytes/event on average")
+            report["event_core"].append(core_bench.run(workload, processor, validators, rounds))
 
-    print("[2/5] windowed aggregation (all shipped metrics) vs the same floor", flush=True)
-    report["statistics"] = statistics_bench.run(workloads[1], processor, args.rounds)
+    if "statistics" in wanted:
+        print("[2/5] windowed aggregation (all shipped metrics) vs the same floor", flush=True)
+        report["statistics"] = statistics_bench.run(workloads[1], processor, args.rounds)
 
-    if not args.no_postgres:
+    if "postgres" in wanted:
         print("[3/5] PostgresSink.write vs raw psycopg COPY (real PostgreSQL server)", flush=True)
-        lead = workloads[0] if args.rows == args.events else lead_events(args.rows, now)
+        lead = workloads[0] if workloads and args.rows == args.events else lead_events(args.rows, now)
         events = []
         for i in range(0, len(lead.records), pg_bench.BATCH):
             events += processor.process(lead.records[i:i + pg_bench.BATCH]).events
@@ -141,11 +153,11 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    if not args.no_search:
+    if "search" in wanted:
         print(f"[4/5] search: {args.ads:,} ads in the embedded engine, indexing rate and query latency", flush=True)
         report["search"] = search_bench.run(args.ads)
 
-    if not args.no_serving:
+    if "serving" in wanted:
         print("[5/5] model serving wrapper vs a bare Flask JSON endpoint (in-process requests)", flush=True)
         report["serving"] = serving_bench.run(processor, args.rounds)
 

@@ -1,4 +1,9 @@
-"""Benchmark 2: PostgresSink.write vs a raw psycopg COPY of the very same rows, on a real server."""
+"""Benchmark 2: PostgresSink.write vs a raw psycopg COPY of the very same rows, on a real server.
+
+The baseline is ``COPY events FROM STDIN`` of the rows alone; the sink does its whole job on top (the
+``event_ids`` COPY that keeps one row per messageId, partitions, building the rows from the events).
+``python -m bench --only postgres`` runs just this one.
+"""
 from __future__ import annotations
 
 import copy
@@ -45,16 +50,17 @@ def run(dsn: str, events: list[Event], rounds: int) -> dict[str, Any]:
             count = admin.execute("SELECT count(*) FROM events").fetchone()[0]
             if count != expected[-1]:
                 raise AssertionError(f"postgres: {count} rows after a round, expected {expected[-1]}")
-        admin.execute("TRUNCATE events")
+        admin.execute("TRUNCATE events, event_ids")  # the sink's id table too; the raw COPY only fills events
         expected.append(n)
 
     def sink_round(r: int) -> int:
         inserted = 0
         for batch in event_batches[r]:
-            done, already = sink.write(batch)
-            if already:
-                raise AssertionError(f"postgres sink: {len(already)} unexpected conflicts")
-            inserted += done
+            written = sink.write(batch)
+            if written.already_there or written.refused:
+                raise AssertionError(f"postgres sink: {len(written.already_there)} unexpected conflicts, "
+                                     f"{len(written.refused)} refused rows")
+            inserted += written.inserted
         return inserted
 
     def copy_round(r: int) -> int:
@@ -91,6 +97,10 @@ def run(dsn: str, events: list[Event], rounds: int) -> dict[str, Any]:
     return {
         "rows": n, "batch_size": BATCH, "rounds": rounds, "partitions": partitions,
         "server_version": server_version, "variants": timings,
+        # value (best round against best round) is what the goal is checked on; the median is there because the
+        # best of few rounds is noisy on a shared machine
         "ratios": {"sink/raw_copy": {"value": timings["sink"]["best_per_second"]
-                                     / timings["raw_copy"]["best_per_second"], "goal": 0.7}},
+                                     / timings["raw_copy"]["best_per_second"],
+                                     "median_value": timings["sink"]["median_per_second"]
+                                     / timings["raw_copy"]["median_per_second"], "goal": 0.7}},
     }
