@@ -70,11 +70,14 @@ def _events_from_file(path: Path) -> Iterator[tuple[int, bytes]]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from handlers.tracking.core import Processor, RawRecord
+    from handlers.core.config import Env
+    from handlers.core.kinesis import RawRecord
+    from handlers.tracking.core import Processor
     from handlers.tracking.event_types import load_catalog
-    from handlers.tracking.settings import load_settings
+    from handlers.tracking.settings import DEFAULT_SETTINGS, load_settings
 
-    processor = Processor(load_catalog(Path(args.event_types)), load_settings())
+    settings = load_settings(Env().path("TRACKING_CONFIG", DEFAULT_SETTINGS))  # the stage's file, as deployed
+    processor = Processor(load_catalog(Path(args.event_types), max_depth=settings.max_depth), settings)
     now = time.time()
     bad = total = 0
     try:
@@ -129,7 +132,7 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     from letgo.redrive import redrive
 
     stream = args.stream or _stage_info()["stream"]
-    config = ConsumerConfig.from_environment()
+    config = ConsumerConfig.from_env()
     processor = Processor(load_catalog(config.event_types_dir, max_depth=config.settings.max_depth), config.settings)
     progress = Progress("quarantine objects")
     report = redrive(Quarantine(client("s3"), config.quarantine_bucket, "quarantine"), processor,
@@ -200,11 +203,13 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
     if args.action == "upstream":
         from handlers.core.alerts import init_sentry
+        from handlers.core.config import Env
         from handlers.statistics import lambda_upstream
 
         alerts = Path(args.alerts or _stage_info()["env"]["SENTRY_LOCAL_PATH"])
         init_sentry("local", local_path=alerts)  # findings land where `letgo alerts` reads them
-        result = lambda_upstream.run({"DATABASE_URL": _metrics_dsn(args), "STAGE": "local"})
+        env = Env({"DATABASE_URL": _metrics_dsn(args), "STAGE": "local"})
+        result = lambda_upstream.run(env, lambda_upstream.load(env))
         for finding in result["findings"]:
             print(f"{finding['check']:<12} {finding['message']}")
         print(f"{len(result['findings'])} finding(s), reported to Sentry ({alerts})")

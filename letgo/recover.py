@@ -353,7 +353,7 @@ FUNCTIONS = ("consumer", "statistics", "search-indexer")
 def _statistics_window_seconds() -> int:
     from handlers.statistics.definitions import load_metrics
     from handlers.tracking.event_types import load_catalog
-    from handlers.tracking.settings import PACKAGE_ROOT
+    from handlers.core.config import PACKAGE_ROOT
 
     return load_metrics(PACKAGE_ROOT / "metrics", load_catalog(PACKAGE_ROOT / "event_types")).stream_window_seconds
 

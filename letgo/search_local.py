@@ -93,14 +93,11 @@ class IndexerInvoke:
     the outcomes."""
 
     def __init__(self, indexer: Indexer) -> None:
+        from handlers.core.config import Env
         from handlers.search.lambda_indexer import IndexerHandler
-        from handlers.tracking.core import Processor
-        from handlers.tracking.event_types import load_catalog
-        from handlers.tracking.settings import PACKAGE_ROOT, load_settings
+        from handlers.tracking.consumer import processor_from_env
 
-        settings = load_settings()
-        processor = Processor(load_catalog(PACKAGE_ROOT / "event_types", max_depth=settings.max_depth), settings)
-        self.handler = IndexerHandler(processor, indexer)
+        self.handler = IndexerHandler(processor_from_env(Env()), indexer)  # as the deployed indexer builds it
         self.outcome = IndexOutcome()
 
     def __call__(self, event: dict[str, Any]) -> IndexOutcome:

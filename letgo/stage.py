@@ -15,7 +15,6 @@ from typing import Any, Callable
 
 from handlers.core.aws import client, reset_clients
 from handlers.tracking import lambda_consumer
-from handlers.tracking.consumer import ConsumerConfig
 from letgo.driver import EventSourceMapping, sqs_on_failure
 from letgo.migrate import migrate
 from letgo.services.moto import FAKE_CREDENTIALS, MotoServer
@@ -174,6 +173,3 @@ class LocalStage:
         return TumblingWindowMapping(client("kinesis"), self.names.stream, invoke, window_seconds=window_seconds,
                                      on_failure=sqs_on_failure(client("sqs"), self.queue_urls["statistics"]),
                                      region=os.environ["AWS_REGION"], function_name="statistics", **options)
-
-    def consumer_config(self) -> ConsumerConfig:
-        return ConsumerConfig.from_environment()

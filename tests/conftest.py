@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from handlers.tracking.core import Processor, RawRecord
+from handlers.tracking.core import Processor
+from handlers.core.kinesis import RawRecord
 from handlers.tracking.event_types import load_catalog
 from handlers.tracking.settings import load_settings
 from letgo.stage import LocalStage

@@ -57,9 +57,9 @@ def init_sentry(stage: str, *, dsn: str | None = None, local_path: Path | None =
     transport (argument or ``SENTRY_LOCAL_PATH``); otherwise reporting is off."""
     dsn = dsn if dsn is not None else os.environ.get("SENTRY_DSN") or None
     if dsn is None and os.environ.get("SENTRY_DSN_SECRET_ARN"):
-        from handlers.core.aws import client
+        from handlers.core.secrets import secret_string
 
-        dsn = client("secretsmanager").get_secret_value(SecretId=os.environ["SENTRY_DSN_SECRET_ARN"])["SecretString"]
+        dsn = secret_string(os.environ["SENTRY_DSN_SECRET_ARN"])
     if local_path is None and os.environ.get("SENTRY_LOCAL_PATH"):
         local_path = Path(os.environ["SENTRY_LOCAL_PATH"])
     options: dict[str, Any] = dict(

@@ -59,9 +59,14 @@ def aws_unavailable(exc: BaseException) -> bool:
 
 
 def postgres_data_error(exc: BaseException) -> bool:
-    """True only when PostgreSQL refused the data itself (SQLSTATE class 22, 23 or 54)."""
+    """True only when PostgreSQL refused the data itself (SQLSTATE class 22, 23 or 54) — or psycopg refused to
+    send a value at all (a ``DataError`` without SQLSTATE: a NUL character in a text value, say)."""
     sqlstate = getattr(exc, "sqlstate", None)
-    return bool(sqlstate) and sqlstate[:2] in POSTGRES_DATA_CLASSES
+    if sqlstate:
+        return sqlstate[:2] in POSTGRES_DATA_CLASSES
+    import psycopg
+
+    return isinstance(exc, psycopg.DataError)
 
 
 def describe(exc: BaseException) -> str:

@@ -8,20 +8,18 @@ bisecting; the mapping retries it until the engine is back or the records' maxim
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from handlers.core.alerts import OutageReporter
+from handlers.core.config import Env
 from handlers.core.failures import Unavailable, wait_out
+from handlers.core.kinesis import batch_item_failures, records_from_event
+from handlers.core.runtime import ColdStart, wait_budget
 from handlers.search import open_backend
 from handlers.search.indexer import IndexOutcome, Indexer
+from handlers.tracking.consumer import processor_from_env
 from handlers.tracking.core import Processor
-from handlers.tracking.event_types import load_catalog
-from handlers.tracking.lambda_consumer import records_from_event
-from handlers.tracking.settings import PACKAGE_ROOT, load_settings
 
-
-SAFETY_MARGIN_SECONDS = 15.0
 _outages = OutageReporter("search-indexer")
 
 
@@ -45,29 +43,19 @@ class IndexerHandler:
         return outcome
 
     def handle(self, event: dict[str, Any], budget_seconds: float = 0.0) -> dict[str, Any]:
-        outcome = self.process(event, budget_seconds=budget_seconds)
-        return {"batchItemFailures": [{"itemIdentifier": seq}
-                                      for seq in sorted(outcome.failed_sequence_numbers, key=int)]}
+        return batch_item_failures(self.process(event, budget_seconds=budget_seconds).failed_sequence_numbers)
 
 
-def build_handler(env: dict[str, str] | None = None) -> IndexerHandler:
-    env = dict(os.environ if env is None else env)
-    settings = load_settings()
-    catalog = load_catalog(PACKAGE_ROOT / "event_types", max_depth=settings.max_depth)
-    backend = open_backend(env)  # LETGO_OPENSEARCH_URL (+ region: SigV4) on AWS
-    if env.get("LETGO_SEARCH_SETUP", "1") != "0":  # on AWS `letgo search setup` made them (handlers/search/access.py)
+def build_handler(env: Env | None = None) -> IndexerHandler:
+    env = env or Env()
+    backend = open_backend(env.values)  # LETGO_OPENSEARCH_URL (+ region: SigV4) on AWS
+    if env.flag("LETGO_SEARCH_SETUP", True):  # on AWS `letgo search setup` made them (handlers/search/access.py)
         backend.setup()  # idempotent: templates and aliases exist before the first write
-    return IndexerHandler(Processor(catalog, settings), Indexer(backend))
+    return IndexerHandler(processor_from_env(env), Indexer(backend))
 
 
-_handler: IndexerHandler | None = None
+_app = ColdStart("search-indexer", build_handler)
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    global _handler
-    if _handler is None:
-        from handlers.core.alerts import init_sentry
-
-        init_sentry(os.environ.get("STAGE", "local"))  # failed batches reach Sentry (DSN: SENTRY_DSN_SECRET_ARN)
-        _handler = build_handler()
-    return _handler.handle(event, max(0.0, context.get_remaining_time_in_millis() / 1000 - SAFETY_MARGIN_SECONDS))
+    return _app.get().handle(event, wait_budget(context))

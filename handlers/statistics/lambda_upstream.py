@@ -6,41 +6,36 @@ invoke shows what it saw.
 """
 from __future__ import annotations
 
-import os
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from handlers.core.alerts import init_sentry
-from handlers.statistics.upstream import PostgresCounts, evaluate, load_checks, report
-from handlers.tracking.consumer import database_url_from_secret
-from handlers.tracking.settings import PACKAGE_ROOT
-
-_checks = None
-_sentry = False
+from handlers.core.config import PACKAGE_ROOT, ConfigError, Env
+from handlers.core.runtime import ColdStart
+from handlers.core.secrets import database_url
+from handlers.statistics.upstream import PostgresCounts, TypeCheck, evaluate, load_checks, report
 
 
-def run(env: dict[str, str], now: datetime | None = None) -> dict[str, Any]:
-    global _checks
-    if _checks is None:
-        known = [p.stem for p in (PACKAGE_ROOT / "event_types").glob("[A-Z]*.yaml")]
-        config = env.get("UPSTREAM_ALERTS_CONFIG") or PACKAGE_ROOT / "config" / "upstream_alerts.yaml"
-        _checks = load_checks(Path(config), known_types=known)
-    dsn = env.get("DATABASE_URL") or database_url_from_secret(env.get("DATABASE_SECRET_ARN"), env)
+def load(env: Env) -> list[TypeCheck]:
+    known = [p.stem for p in (PACKAGE_ROOT / "event_types").glob("[A-Z]*.yaml")]
+    return load_checks(env.path("UPSTREAM_ALERTS_CONFIG", PACKAGE_ROOT / "config" / "upstream_alerts.yaml"),
+                       known_types=known)
+
+
+def run(env: Env, checks: list[TypeCheck], now: datetime | None = None) -> dict[str, Any]:
+    dsn = database_url(env)  # per run: the secret is re-read after a rotation
     if not dsn:
-        raise RuntimeError("upstream alerts misconfigured: set DATABASE_URL or DATABASE_SECRET_ARN")
+        raise ConfigError("DATABASE_URL", "is not set, nor DATABASE_SECRET_ARN (the metrics database)")
     with psycopg.connect(dsn, autocommit=True) as connection:
-        findings = evaluate(_checks, PostgresCounts(connection), now or datetime.now(timezone.utc))
-    sent = report(findings, env.get("STAGE", "local"))
+        findings = evaluate(checks, PostgresCounts(connection), now or datetime.now(timezone.utc))
+    sent = report(findings, env.optional("STAGE", "local") or "local")
     return {"findings": [{"event_type": f.event_type, "check": f.check, "message": f.message} for f in findings],
             "reported": sent}
 
 
+_app = ColdStart("upstream-alerts", load)
+
+
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    global _sentry
-    if not _sentry:  # once per container; the DSN lives in Secrets Manager (SENTRY_DSN_SECRET_ARN)
-        init_sentry(os.environ.get("STAGE", "local"))
-        _sentry = True
-    return run(dict(os.environ))
+    return run(Env(), _app.get())

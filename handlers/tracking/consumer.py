@@ -22,20 +22,20 @@ driver, ``letgo recover``) calls :meth:`Consumer.handle` or :meth:`Consumer.hand
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import orjson
-
 from handlers.core.alerts import ProblemReporter
+from handlers.core.config import PACKAGE_ROOT, Env
 from handlers.core.failures import Unavailable, backoff_delays
-from handlers.tracking.core import BatchResult, Event, Processor, RawRecord
+from handlers.core.kinesis import RawRecord
+from handlers.core.secrets import database_url
+from handlers.tracking.core import BatchResult, Event, Processor
 from handlers.tracking.errors import Reason, Rejection, SinkError
 from handlers.tracking.event_types import Catalog, load_catalog
-from handlers.tracking.settings import PACKAGE_ROOT, Settings, load_settings
+from handlers.tracking.settings import DEFAULT_SETTINGS, Settings, load_settings
 from handlers.tracking.sinks.firehose import MAX_RECORD_BYTES, FirehoseSink
 from handlers.tracking.sinks.postgres import PostgresSink
 from handlers.tracking.sinks.s3objects import Quarantine, RawArchive
@@ -72,6 +72,10 @@ class Consumer:
                  database: PostgresSink | None, warehouse: FirehoseSink | None, reporter: ProblemReporter) -> None:
         self.processor, self.archive, self.quarantine = processor, archive, quarantine
         self.database, self.warehouse, self.reporter = database, warehouse, reporter
+
+    def close(self) -> None:
+        if self.database is not None:
+            self.database.close()
 
     def _to_warehouse(self, events: list, blobs: dict[str, bytes], outcome: BatchOutcome, written: Any) -> None:
         """Firehose after the PostgreSQL insert, before its commit; failed entries are un-inserted."""
@@ -130,7 +134,7 @@ class Consumer:
             self._to_warehouse(result.events, blobs, outcome, None)
             return outcome
         with self.database.writing(result.events) as written:
-            refused: dict[str, str] = getattr(written, "refused", None) or {}
+            refused = written.refused
             if refused:  # PostgreSQL refused these values: data, not an outage — quarantined, not retried
                 for event in result.events:
                     if event.message_id in refused:
@@ -191,7 +195,7 @@ def _rejection(event: Event, reason: Reason, message: str, raw: bytes) -> Reject
 
 @dataclass(frozen=True)
 class ConsumerConfig:
-    """Everything a deployed consumer reads from its environment, validated once."""
+    """Everything a deployed consumer reads from its environment, validated once (cold start)."""
 
     stage: str
     raw_bucket: str
@@ -202,45 +206,22 @@ class ConsumerConfig:
     settings: Settings
 
     @classmethod
-    def from_environment(cls, env: dict[str, str] | None = None) -> "ConsumerConfig":
-        env = dict(os.environ if env is None else env)
-        missing = [k for k in ("RAW_BUCKET", "QUARANTINE_BUCKET") if not env.get(k)]
-        if missing:
-            raise RuntimeError(f"consumer misconfigured: set {', '.join(missing)}")
-        return cls(stage=env.get("STAGE", "local"), raw_bucket=env["RAW_BUCKET"],
-                   quarantine_bucket=env["QUARANTINE_BUCKET"], firehose_stream=env.get("FIREHOSE_STREAM") or None,
-                   database_url=env.get("DATABASE_URL") or database_url_from_secret(env.get("DATABASE_SECRET_ARN"), env),
-                   event_types_dir=Path(env.get("EVENT_TYPES_DIR") or PACKAGE_ROOT / "event_types"),
-                   settings=load_settings(Path(env["TRACKING_CONFIG"]) if env.get("TRACKING_CONFIG") else None))
+    def from_env(cls, env: Env | None = None) -> "ConsumerConfig":
+        env = env or Env()
+        return cls(stage=env.optional("STAGE", "local") or "local",
+                   raw_bucket=env.required("RAW_BUCKET", "the raw archive"),
+                   quarantine_bucket=env.required("QUARANTINE_BUCKET", "the quarantine"),
+                   firehose_stream=env.optional("FIREHOSE_STREAM"), database_url=database_url(env),
+                   event_types_dir=env.path("EVENT_TYPES_DIR", PACKAGE_ROOT / "event_types"),
+                   settings=load_settings(env.path("TRACKING_CONFIG", DEFAULT_SETTINGS)))
 
 
-def database_url_from_secret(secret_arn: str | None, env: dict[str, str] | None = None) -> str | None:
-    """Aurora's credentials live in its RDS-managed secret (username, password) — never in a template.
-
-    The endpoint comes from the environment (DATABASE_HOST / DATABASE_PORT / DATABASE_NAME, outputs of the
-    aurora layer); the secret's own ``host`` / ``port`` / ``dbname`` win when present.
-    """
-    if not secret_arn:
-        return None
-    from urllib.parse import quote
-
-    from handlers.core.aws import client
-
-    env = os.environ if env is None else env
-    secret = orjson.loads(client("secretsmanager").get_secret_value(SecretId=secret_arn)["SecretString"])
-    host = secret.get("host") or env.get("DATABASE_HOST")
-    port = secret.get("port") or env.get("DATABASE_PORT") or 5432
-    name = secret.get("dbname") or env.get("DATABASE_NAME") or "events"
-    if not host:
-        raise RuntimeError("consumer misconfigured: DATABASE_SECRET_ARN is set but DATABASE_HOST is not")
-    return (f"postgresql://{quote(secret['username'], safe='')}:{quote(secret['password'], safe='')}"
-            f"@{host}:{port}/{name}?sslmode=require")
-
-
-def secret_string(secret_arn: str) -> str:
-    from handlers.core.aws import client
-
-    return client("secretsmanager").get_secret_value(SecretId=secret_arn)["SecretString"]
+def processor_from_env(env: Env) -> Processor:
+    """The validating core as every stream function builds it: event types (``EVENT_TYPES_DIR``) and settings
+    (``TRACKING_CONFIG``), packaged defaults otherwise — shared by the consumer, the statistics, the indexer."""
+    settings = load_settings(env.path("TRACKING_CONFIG", DEFAULT_SETTINGS))
+    return Processor(load_catalog(env.path("EVENT_TYPES_DIR", PACKAGE_ROOT / "event_types"),
+                                  max_depth=settings.max_depth), settings)
 
 
 def build_consumer(config: ConsumerConfig, catalog: Catalog | None = None) -> Consumer:

@@ -28,6 +28,7 @@ from typing import Any, Iterable
 import msgspec
 import orjson
 
+from handlers.core.kinesis import RawRecord
 from handlers.tracking.errors import Invalid, Reason, Rejection
 from handlers.tracking.event_types import Catalog
 from handlers.tracking.fastpath import FastDecoder, to_builtins
@@ -41,17 +42,6 @@ _BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark: RFC 8259 lets a parser ignore
 _NON_FINITE = re.compile(r"-?(?:NaN|Infinity)(?![A-Za-z0-9_])")
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
 _MAX_EXCEPTION_CHARS = 8000  # Rejection.exception: the traceback's end (the innermost frames and the message)
-
-
-@dataclass(slots=True, frozen=True)
-class RawRecord:
-    """A Kinesis record as every event source hands it over: base64 data plus its coordinates."""
-
-    sequence_number: str
-    partition_key: str
-    data: str  # base64, exactly as delivered (archived as is)
-    arrival: float  # approximate arrival timestamp, epoch seconds
-    shard_id: str = "shardId-000000000000"
 
 
 _json = msgspec.json.Encoder()

@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 from handlers.core.alerts import OutageReporter
 from handlers.core.failures import Unavailable, backoff_delays
 from handlers.tracking.consumer import BatchOutcome, Consumer
-from handlers.tracking.core import RawRecord
+from handlers.core.kinesis import RawRecord
 
 class ShardHalted(BaseException):
     """The sinks kept failing: stop this record processor *process* so the shard restarts from the last
@@ -124,7 +124,7 @@ def main() -> None:  # pragma: no cover - runs under the MultiLangDaemon in the 
     from handlers.core.alerts import init_sentry
     from handlers.tracking.consumer import ConsumerConfig, build_consumer
 
-    config = ConsumerConfig.from_environment()
+    config = ConsumerConfig.from_env()
     init_sentry(config.stage)
     kcl.KCLProcess(TrackingRecordProcessor(lambda: build_consumer(config))).run()
 

@@ -1,9 +1,9 @@
 """Lambda entry point for the Kinesis event source mapping. Thin: typed event in, partial failures out.
 
-Powertools supplies the typed Kinesis event (``KinesisStreamEvent``), the ``batchItemFailures`` response
-shape and the structured logger. Its ``BatchProcessor`` would call us once per record, while our sinks are
-bulk (one archive object, PutRecordBatch, COPY), so the batch goes to :class:`Consumer` whole and failed
-records map back to their sequence numbers here.
+Powertools supplies the typed Kinesis event (``KinesisStreamEvent``, via :mod:`handlers.core.kinesis`), the
+``batchItemFailures`` response shape and the structured logger. Its ``BatchProcessor`` would call us once per
+record, while our sinks are bulk (one archive object, PutRecordBatch, COPY), so the batch goes to
+:class:`Consumer` whole and failed records map back to their sequence numbers.
 
 An outage (a sink unavailable) is waited out inside the invocation with capped backoff, as long as the
 function's remaining time allows; then every record not yet delivered is returned in ``batchItemFailures``.
@@ -14,51 +14,37 @@ The outage is reported to Sentry once per container and dependency every few min
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
-from aws_lambda_powertools.utilities.data_classes import KinesisStreamEvent
 
-from handlers.core.alerts import OutageReporter, init_sentry
-from handlers.tracking.consumer import BatchOutcome, Consumer, ConsumerConfig, OnWait, build_consumer, secret_string
-from handlers.tracking.core import RawRecord
+from handlers.core.alerts import OutageReporter
+from handlers.core.config import Env
+from handlers.core.kinesis import batch_item_failures, records_from_event
+from handlers.core.runtime import ColdStart, wait_budget
+from handlers.tracking.consumer import BatchOutcome, Consumer, ConsumerConfig, OnWait, build_consumer
+
+__all__ = ["get_consumer", "handler", "process_event", "reset"]
 
 logger = Logger(service="tracking-consumer")
-_consumer: Consumer | None = None
 _outages = OutageReporter("tracking-consumer")
-# Seconds of the invocation kept free after waiting: one batch normally takes well under a second, but an
-# attempt against a dependency that hangs lasts until its timeouts (S3/Firehose: 3 s connect, 10 s read, 2
-# tries; PostgreSQL: 5 s connect + its statement timeout). A timeout would be a function error: the batch
-# would be bisected and retried — nothing lost, but wasteful.
-SAFETY_MARGIN_SECONDS = 40.0
-MAX_WAIT_SECONDS = 600.0
 
 
-def records_from_event(event: dict[str, Any]) -> list[RawRecord]:
-    """The one decode point for Lambda: Kinesis event -> RawRecord (data stays base64 for the archive)."""
-    out = []
-    for record in KinesisStreamEvent(event).records:
-        shard_id = record.event_id.split(":", 1)[0]
-        out.append(RawRecord(record.kinesis.sequence_number, record.kinesis.partition_key, record.kinesis.data,
-                             record.kinesis.approximate_arrival_timestamp, shard_id))
-    return out
+def _build(env: Env) -> Consumer:  # YAML validated here: a broken file fails the cold start
+    return build_consumer(ConsumerConfig.from_env(env))
 
 
-def response_for(outcome: BatchOutcome) -> PartialItemFailureResponse:
-    return {"batchItemFailures": [{"itemIdentifier": seq} for seq in sorted(outcome.failed_sequence_numbers,
-                                                                              key=int)]}
+_app = ColdStart("tracking-consumer", _build)
 
 
 def get_consumer() -> Consumer:
-    global _consumer
-    if _consumer is None:  # once per container: YAML validated here, a broken file fails the cold start
-        config = ConsumerConfig.from_environment()
-        dsn_secret = os.environ.get("SENTRY_DSN_SECRET_ARN")
-        init_sentry(config.stage, dsn=secret_string(dsn_secret) if dsn_secret else None)
-        _consumer = build_consumer(config)
-    return _consumer
+    return _app.get()
+
+
+def reset() -> None:
+    """Drop the cached consumer (the local stage and tests re-point the environment between runs)."""
+    _app.reset()
 
 
 def _log_wait(problem: Any, delay: float, retry: int) -> None:
@@ -72,9 +58,8 @@ def process_event(event: dict[str, Any], *, budget_seconds: float = 0.0, on_wait
     ``budget_seconds``: how long to wait out an outage inside this call (0: hand the batch straight back —
     the local driver does its own waiting, as the mapping does in AWS).
     """
-    consumer = get_consumer()
-    outcome = consumer.handle_patiently(records_from_event(event), budget_seconds=budget_seconds,
-                                        on_wait=on_wait or _log_wait)
+    outcome = get_consumer().handle_patiently(records_from_event(event), budget_seconds=budget_seconds,
+                                              on_wait=on_wait or _log_wait)
     if outcome.unavailable is None:
         _outages.recovered()
     logger.info("batch processed", extra={k: v for k, v in vars(outcome).items()
@@ -82,15 +67,6 @@ def process_event(event: dict[str, Any], *, budget_seconds: float = 0.0, on_wait
     return outcome
 
 
-def reset() -> None:
-    """Drop the cached consumer (the local stage and tests re-point the environment between runs)."""
-    global _consumer
-    if _consumer is not None and _consumer.database is not None:
-        _consumer.database.close()
-    _consumer = None
-
-
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
-    budget = min(MAX_WAIT_SECONDS, context.get_remaining_time_in_millis() / 1000 - SAFETY_MARGIN_SECONDS)
-    return response_for(process_event(event, budget_seconds=max(0.0, budget)))
+    return batch_item_failures(process_event(event, budget_seconds=wait_budget(context)).failed_sequence_numbers)

@@ -1,7 +1,10 @@
-"""Consumer settings from YAML, validated once at the edge (explicit file > TRACKING_CONFIG > defaults)."""
+"""Consumer settings from YAML, validated once at the edge.
+
+The caller names the file (a deployed consumer: its ``TRACKING_CONFIG`` variable, read by
+:class:`~handlers.tracking.consumer.ConsumerConfig`); without one, the packaged ``config/tracking.yaml``.
+"""
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +14,9 @@ import yaml
 
 from handlers.tracking.errors import DefinitionError
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the repo root locally; the zip root on Lambda
+from handlers.core.config import PACKAGE_ROOT
+
+DEFAULT_SETTINGS = PACKAGE_ROOT / "config" / "tracking.yaml"
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -37,7 +42,7 @@ class Settings:
 
 
 def load_settings(path: Path | None = None) -> Settings:
-    path = Path(path or os.environ.get("TRACKING_CONFIG") or PACKAGE_ROOT / "config" / "tracking.yaml")
+    path = Path(path or DEFAULT_SETTINGS)
     name = path.name
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from deploy.humilis_run import placeholder
-from handlers.tracking.core import RawRecord
+from handlers.core.kinesis import RawRecord
 from tests.conftest import EVENTS
 from tests.deploy_kit import REPO, humilis, load
 

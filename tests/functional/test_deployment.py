@@ -472,6 +472,6 @@ def test_every_stream_mapping_waits_out_an_outage_and_queues_only_while_the_stre
             assert mapping["DestinationConfig"]["OnFailure"]["Destination"], layer
     [consumer] = [r["Properties"] for r in template(rendered, stage, "kinesis")["Resources"].values()
                   if r["Type"] == "AWS::Lambda::Function"]
-    from handlers.tracking.lambda_consumer import SAFETY_MARGIN_SECONDS
+    from handlers.core.runtime import SAFETY_MARGIN_SECONDS
 
     assert consumer["Timeout"] >= 2 * SAFETY_MARGIN_SECONDS  # room to wait, and room to finish a slow attempt

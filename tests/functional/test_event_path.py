@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from handlers.core.aws import client
+from handlers.core.runtime import SAFETY_MARGIN_SECONDS
 from handlers.tracking import lambda_consumer
 from tests.stage_kit import inventory, pg_message_ids, send
 
@@ -149,7 +150,7 @@ def test_lambda_handler_reports_partial_batch_failures(stage):
 
         @staticmethod
         def get_remaining_time_in_millis() -> int:  # 1 s of waiting before the handler's safety margin
-            return int((lambda_consumer.SAFETY_MARGIN_SECONDS + 1) * 1000)
+            return int((SAFETY_MARGIN_SECONDS + 1) * 1000)
 
     consumer = lambda_consumer.get_consumer()
     real = consumer.warehouse.firehose

@@ -114,7 +114,7 @@ def new_processor(stage, shard: str, *, wrap=None, **options) -> TrackingRecordP
     """A processor as the consumer image builds it, initialized for ``shard`` like the daemon does."""
 
     def factory() -> Consumer:
-        consumer = build_consumer(ConsumerConfig.from_environment())
+        consumer = build_consumer(ConsumerConfig.from_env())
         return wrap(consumer) if wrap else consumer
 
     processor = TrackingRecordProcessor(factory, **options)

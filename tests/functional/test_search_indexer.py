@@ -15,7 +15,7 @@ import pytest
 from handlers.search.indexer import Indexer, fold, needs_fetch
 from handlers.search.model import SearchRequest
 from handlers.search.tantivy_backend import TantivyBackend
-from handlers.tracking.core import RawRecord
+from handlers.core.kinesis import RawRecord
 from letgo.traffic import generate
 
 pytestmark = pytest.mark.functional

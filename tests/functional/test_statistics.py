@@ -20,7 +20,7 @@ from handlers.core.aws import client
 from handlers.statistics.definitions import load_metrics
 from handlers.statistics.lambda_statistics import build_handler
 from handlers.statistics.sink import metric_window
-from handlers.tracking.core import RawRecord
+from handlers.core.kinesis import RawRecord
 from letgo.traffic import generate
 from letgo.windows import TumblingWindowMapping
 from tests.conftest import REPO

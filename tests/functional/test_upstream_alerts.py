@@ -7,6 +7,7 @@ import psycopg
 import pytest
 
 from handlers.core.alerts import init_sentry, read_local_alerts
+from handlers.core.config import Env
 from handlers.statistics import lambda_upstream
 
 pytestmark = pytest.mark.functional
@@ -44,11 +45,12 @@ def test_a_silent_type_and_a_spiking_type_raise_one_grouped_alert_each(stage, me
     write_minutes(metrics_db, "AppOpened", hour, 60, 12)    # normal
     write_minutes(metrics_db, "ItemViewed", hour, 60, 80)   # 8x its usual level
     init_sentry("test", local_path=stage.sentry_path)
-    env = {"DATABASE_URL": stage.postgres.dsn, "STAGE": "test"}
-    result = lambda_upstream.run(env, now=NOW)
+    env = Env({"DATABASE_URL": stage.postgres.dsn, "STAGE": "test"})
+    checks = lambda_upstream.load(env)
+    result = lambda_upstream.run(env, checks, now=NOW)
     assert sorted((f["event_type"], f["check"]) for f in result["findings"]) == [
         ("ItemListed", "absent"), ("ItemViewed", "volume_high"), ("Lead", "absent"), ("Search", "absent")]
-    lambda_upstream.run(env, now=NOW)  # the next scheduled run: same issues, not new ones
+    lambda_upstream.run(env, checks, now=NOW)  # the next scheduled run: same issues, not new ones
     issues = {tuple(i["fingerprint"]): i for i in read_local_alerts(stage.sentry_path)}
     assert ("upstream-data", "Lead", "absent") in issues
     assert issues[("upstream-data", "Lead", "absent")]["events"] == 2

@@ -215,7 +215,7 @@ def test_invalid_utf8_under_an_unknown_top_level_key_is_invalid_utf8_on_the_fast
 
 
 def test_a_record_whose_data_is_not_even_a_string_is_quarantined(processor):
-    from handlers.tracking.core import RawRecord
+    from handlers.core.kinesis import RawRecord
 
     good = record(orjson.dumps(lead()), "2", ARRIVAL)
     result = processor.process([RawRecord("1", "pk", None, ARRIVAL), good])  # type: ignore[arg-type]

@@ -14,17 +14,20 @@ CONFIG = Path(__file__).resolve().parents[2] / "config" / "tracking.yaml"
 
 
 def test_load_settings_shipped_config_equals_defaults(monkeypatch):
-    monkeypatch.delenv("TRACKING_CONFIG", raising=False)
+    monkeypatch.setenv("TRACKING_CONFIG", "/nonexistent.yaml")  # never read behind the caller's back
     settings = load_settings()
     assert settings == load_settings(CONFIG) == Settings()
     assert (settings.max_future_seconds, settings.max_past_seconds) == (86400, 30 * 86400)
 
 
-def test_load_settings_env_var_file_overrides_defaults(tmp_path, monkeypatch):
+def test_consumer_reads_the_settings_file_its_tracking_config_variable_names(tmp_path):
+    from handlers.core.config import Env
+    from handlers.tracking.consumer import ConsumerConfig
+
     path = tmp_path / "stage.yaml"
     path.write_text("checks: {max_future: 15m}\nlimits: {max_depth: 4}\nsinks: {firehose_backoff_seconds: 0}\n")
-    monkeypatch.setenv("TRACKING_CONFIG", str(path))
-    settings = load_settings()
+    settings = ConsumerConfig.from_env(Env({"RAW_BUCKET": "r", "QUARANTINE_BUCKET": "q",
+                                            "TRACKING_CONFIG": str(path)})).settings
     assert (settings.max_future_seconds, settings.max_depth, settings.firehose_backoff_seconds) == (900, 4, 0.0)
     assert settings.max_past_seconds == Settings().max_past_seconds
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from handlers.tracking.core import BatchResult, Processor, RawRecord
+from handlers.tracking.core import BatchResult, Processor
+from handlers.core.kinesis import RawRecord
 from handlers.tracking.errors import Reason
 from handlers.tracking.event_types import load_catalog
 from handlers.tracking.settings import load_settings

@@ -27,7 +27,7 @@ import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
 from handlers.core.failures import describe
-from handlers.tracking.core import RawRecord
+from handlers.core.kinesis import RawRecord
 from handlers.tracking.errors import Rejection, SinkUnavailable
 
 

@@ -1,0 +1,77 @@
+"""Secrets Manager, read in one place: cached per ARN, re-read after a while (rotation) or on demand.
+
+Deployed functions get secrets as ARNs in their environment, never values (the Sentry DSN, Aurora's
+RDS-managed credentials, the Segment write keys). Aurora's credentials rotate: a cached value is re-read
+after ``ttl_seconds``, and a caller whose login was refused can ``forget`` it to read the new one at once.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable
+from urllib.parse import quote
+
+import orjson
+
+from handlers.core.config import ConfigError, Env
+
+
+class Secrets:
+    def __init__(self, *, ttl_seconds: float = 300.0, client: Callable[[], Any] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_seconds, self.clock = ttl_seconds, clock
+        self._client = client
+        self._cache: dict[str, tuple[float, str]] = {}
+        self._lock = threading.Lock()
+
+    def _secretsmanager(self) -> Any:
+        if self._client is not None:
+            return self._client()
+        from handlers.core.aws import client
+
+        return client("secretsmanager")
+
+    def get(self, arn: str) -> str:
+        now = self.clock()
+        with self._lock:
+            cached = self._cache.get(arn)
+            if cached is not None and now - cached[0] < self.ttl_seconds:
+                return cached[1]
+        value = self._secretsmanager().get_secret_value(SecretId=arn)["SecretString"]
+        with self._lock:
+            self._cache[arn] = (now, value)
+        return value
+
+    def forget(self, arn: str | None = None) -> None:
+        with self._lock:
+            if arn is None:
+                self._cache.clear()
+            else:
+                self._cache.pop(arn, None)
+
+
+SECRETS = Secrets()
+
+
+def secret_string(arn: str) -> str:
+    return SECRETS.get(arn)
+
+
+def database_url(env: Env, secrets: Secrets = SECRETS) -> str | None:
+    """``DATABASE_URL``, else one built from Aurora's RDS-managed secret (``DATABASE_SECRET_ARN``: username,
+    password) and the endpoint (``DATABASE_HOST`` / ``DATABASE_PORT`` / ``DATABASE_NAME``, outputs of the
+    aurora layer; the secret's own ``host`` / ``port`` / ``dbname`` win when present). None when neither."""
+    direct = env.optional("DATABASE_URL")
+    if direct is not None:
+        return direct
+    arn = env.optional("DATABASE_SECRET_ARN")
+    if arn is None:
+        return None
+    secret = orjson.loads(secrets.get(arn))
+    host = secret.get("host") or env.optional("DATABASE_HOST")
+    if not host:
+        raise ConfigError("DATABASE_HOST", "is not set, and DATABASE_SECRET_ARN's secret names no host")
+    port = secret.get("port") or env.optional("DATABASE_PORT") or 5432
+    name = secret.get("dbname") or env.optional("DATABASE_NAME") or "events"
+    return (f"postgresql://{quote(secret['username'], safe='')}:{quote(secret['password'], safe='')}"
+            f"@{host}:{port}/{name}?sslmode=require")
