@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import orjson
 import sentry_sdk
@@ -25,7 +25,6 @@ from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
 from sentry_sdk.transport import Transport
 
 SCRUBBED = "[scrubbed]"
-IDENTITY_FIELDS = ("userId", "anonymousId")
 
 
 class LocalFileTransport(Transport):
@@ -74,25 +73,6 @@ def init_sentry(stage: str, *, dsn: str | None = None, local_path: Path | None =
         sentry_sdk.init(transport=LocalFileTransport(local_path), **options)
     else:
         sentry_sdk.init(**options)  # no DSN and nowhere to store: reporting is off
-
-
-def scrub(document: Any, pii_paths: Iterable[str]) -> Any:
-    """Replace the values at dotted ``pii_paths`` (and identity fields) of an event document."""
-    if not isinstance(document, dict):
-        return SCRUBBED
-    doc = orjson.loads(orjson.dumps(document))  # a deep copy that stays JSON
-    for key in IDENTITY_FIELDS:
-        if doc.get(key) is not None:
-            doc[key] = SCRUBBED
-    for dotted in pii_paths:
-        section, _, rest = dotted.partition(".")
-        node = doc.get(section)
-        parts = rest.split(".")
-        for part in parts[:-1]:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and parts[-1] in node:
-            node[parts[-1]] = SCRUBBED
-    return doc
 
 
 ENVELOPE_KEYS = frozenset({"type", "event", "name", "messageId", "timestamp", "originalTimestamp", "sentAt",
