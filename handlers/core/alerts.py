@@ -67,6 +67,10 @@ def init_sentry(stage: str, *, dsn: str | None = None, local_path: Path | None =
                                                                   "anonymousId", "advertisingId"]),
         max_breadcrumbs=20, default_integrations=True,
     )
+    if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):  # inside Lambda: function errors and timeouts reach Sentry too
+        from sentry_sdk.integrations.aws_lambda import AwsLambdaIntegration
+
+        options["integrations"] = [AwsLambdaIntegration(timeout_warning=True)]
     if dsn:
         sentry_sdk.init(dsn=dsn, **options)
     elif local_path is not None:

@@ -145,3 +145,15 @@ def test_sample_of_a_deeply_nested_record_is_cut_not_a_recursion_error(reporter)
     deep = b'{"type":"Lead","properties":{"item_id":' + b"[" * 900 + b"]" * 900 + b"}}"
     sample = reporter.sample(rejection(deep, event_type="Lead", reason=Reason.TOO_DEEP, field=None))
     assert "withheld" in orjson.dumps(sample).decode()
+
+
+def test_inside_lambda_function_errors_are_captured_by_sentrys_lambda_integration(monkeypatch, tmp_path):
+    from sentry_sdk.integrations.aws_lambda import AwsLambdaIntegration
+
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "letgo-consumer-dev")
+    init_sentry("test", local_path=tmp_path / "s.jsonl")
+    try:
+        assert sentry_sdk.get_client().get_integration(AwsLambdaIntegration) is not None
+    finally:
+        sentry_sdk.get_client().close()
+        sentry_sdk.get_global_scope().set_client(None)
