@@ -1,4 +1,4 @@
-"""Geo arithmetic shared by both backends: great-circle distance, bounding boxes, decay functions.
+"""Geo arithmetic shared by both backends: great-circle distance and bounding boxes.
 
 OpenSearch measures ``geo_distance`` (filter, sort, aggregation) as an arc on a sphere of the mean Earth
 radius Lucene uses; the embedded backend has no geo type, so it prefilters with a lat/lon bounding box
@@ -41,13 +41,3 @@ def bounding_boxes(lat: float, lon: float, radius_km: float) -> list[tuple[float
         return [(lat_min, lat_max, lon_min, 180.0), (lat_min, lat_max, -180.0, lon_max - 360)]
     return [(lat_min, lat_max, lon_min, lon_max)]
 
-
-def gauss_sigma2(scale: float, decay: float) -> float:
-    """The variance OpenSearch's ``gauss`` decay derives from ``scale`` and ``decay``."""
-    return -(scale ** 2) / (2 * math.log(decay))
-
-
-def gauss_decay(distance: float, scale: float, offset: float, decay: float) -> float:
-    """OpenSearch's ``gauss`` decay: 1 within ``offset``, ``decay`` at ``offset + scale``, towards 0 beyond."""
-    excess = max(0.0, abs(distance) - offset)
-    return math.exp(-(excess ** 2) / (2 * gauss_sigma2(scale, decay)))

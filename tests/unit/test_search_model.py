@@ -13,7 +13,7 @@ from werkzeug.datastructures import MultiDict
 
 from handlers.search.backend import bounded_edit_distance, fuzziness
 from handlers.search.errors import InvalidAd, InvalidRequest
-from handlers.search.geo import bounding_boxes, gauss_decay, haversine_km
+from handlers.search.geo import bounding_boxes, haversine_km
 from handlers.search.model import (CATEGORIES, CONDITIONS, CURRENCIES, Ad, AutocompleteRequest, Cursor, Facets,
                                    SearchRequest, Sort, range_keys)
 
@@ -216,7 +216,9 @@ def test_bounding_boxes_contain_the_whole_circle(lat: float, lon: float, radius:
 
 
 def test_gauss_decay_matches_opensearch_definition() -> None:
-    assert gauss_decay(0.5, scale=10, offset=1, decay=0.5) == 1
-    assert gauss_decay(11, scale=10, offset=1, decay=0.5) == pytest.approx(0.5)
-    assert gauss_decay(-11, scale=10, offset=1, decay=0.5) == pytest.approx(0.5)
-    assert gauss_decay(21, scale=10, offset=1, decay=0.5) == pytest.approx(0.5 ** 4)
+    from handlers.search.tantivy_queries import gauss  # the embedded engine's decay; OpenSearch computes its own
+
+    assert gauss(0.5, scale=10, offset=1, decay=0.5) == 1
+    assert gauss(11, scale=10, offset=1, decay=0.5) == pytest.approx(0.5)
+    assert gauss(-11, scale=10, offset=1, decay=0.5) == pytest.approx(0.5)
+    assert gauss(21, scale=10, offset=1, decay=0.5) == pytest.approx(0.5 ** 4)
