@@ -21,7 +21,7 @@ from handlers.search.languages import SUPPORTED
 from handlers.search.model import CATEGORIES
 
 WRITER, READER = "letgo_search_writer", "letgo_search_reader"
-# every name handlers.search.opensearch_backend.IndexNames makes: <ns>classified_ads_<lang>[_vN] and the
+# every name handlers.search.opensearch_config.IndexNames makes: <ns>classified_ads_<lang>[_vN] and the
 # per-category splits <ns><category>_<lang>[_vN] (a leading * covers a namespace)
 INDEX_PATTERNS = ["*classified_ads_*"] + [f"*{category}_{language}*" for category in CATEGORIES
                                           for language in sorted(SUPPORTED)]

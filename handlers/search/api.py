@@ -45,6 +45,7 @@ from flask import (Blueprint, Flask, Response, current_app, g, has_request_conte
                    send_from_directory)
 from werkzeug.exceptions import HTTPException
 
+from handlers.core.config import ConfigError
 from handlers.search.backend import SearchBackend
 from handlers.search.errors import BackendUnavailable, InvalidRequest, SearchError
 from handlers.search.languages import LanguageChoice, choose_language
@@ -68,15 +69,6 @@ T = TypeVar("T")
 
 
 # -- configuration and errors of the API itself ---------------------------------------------------------------
-class ConfigError(ValueError):
-    """A setting of the API that cannot work; names the setting (or environment variable) and why."""
-
-    def __init__(self, setting: str, reason: str) -> None:
-        self.setting = setting
-        self.reason = reason
-        super().__init__(f"{setting}: {reason}")
-
-
 class SearchTimeout(SearchError):
     """The engine did not answer within the API's deadline (an HTTP 504; the client may retry)."""
 

@@ -48,7 +48,7 @@ class IndexerHandler:
 
 def build_handler(env: Env | None = None) -> IndexerHandler:
     env = env or Env()
-    backend = open_backend(env.values)  # LETGO_OPENSEARCH_URL (+ region: SigV4) on AWS
+    backend = open_backend(env)  # LETGO_SEARCH_BACKEND, LETGO_OPENSEARCH_URL (+ region: SigV4) on AWS
     if env.flag("LETGO_SEARCH_SETUP", True):  # on AWS `letgo search setup` made them (handlers/search/access.py)
         backend.setup()  # idempotent: templates and aliases exist before the first write
     return IndexerHandler(processor_from_env(env), Indexer(backend))

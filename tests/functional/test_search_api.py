@@ -17,7 +17,8 @@ from flask import Flask, Request
 from werkzeug.datastructures import EnvironHeaders, MultiDict
 from werkzeug.utils import cached_property
 
-from handlers.search.api import ApiConfig, ConfigError, create_app, load_openapi
+from handlers.core.config import ConfigError
+from handlers.search.api import ApiConfig, create_app, load_openapi
 from handlers.search.backend import SearchBackend
 from handlers.search.errors import BackendUnavailable
 from handlers.search.languages import SUPPORTED, Reason
@@ -417,7 +418,7 @@ def test_api_config_refuses_unworkable_settings_naming_them(config: dict, settin
     with pytest.raises(ConfigError) as refused:
         ApiConfig(**config)
 
-    assert refused.value.setting == setting
+    assert refused.value.where == setting
 
 
 # -- the OpenAPI document is the API ---------------------------------------------------------------------------

@@ -56,7 +56,7 @@ BAD_ENVIRONMENTS = [
 # stopped it (or what it built).
 PROBE = textwrap.dedent("""
     import importlib, json, os, sys
-    from handlers.search.api import ConfigError
+    from handlers.core.config import ConfigError
     base = dict(os.environ)
     for env in json.loads(sys.argv[1]):
         os.environ.clear(); os.environ.update(base); os.environ.update(env)
@@ -64,7 +64,7 @@ PROBE = textwrap.dedent("""
         try:
             module = importlib.import_module("handlers.search.wsgi")
         except ConfigError as exc:
-            print(json.dumps({"setting": exc.setting, "message": str(exc)}))
+            print(json.dumps({"setting": exc.where, "message": str(exc)}))
         else:
             backend = module.app.extensions["letgo_search"].backend
             config = module.app.extensions["letgo_search"].config

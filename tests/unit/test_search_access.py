@@ -10,7 +10,7 @@ import fnmatch
 import pytest
 
 from handlers.search import access
-from handlers.search.opensearch_backend import IndexNames
+from handlers.search.opensearch_config import IndexNames
 
 pytestmark = pytest.mark.unit
 

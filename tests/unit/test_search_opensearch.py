@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from handlers.search import open_backend
+from handlers.core.config import ConfigError
 from handlers.search.model import CATEGORIES, Ad, SearchRequest, Sort
-from handlers.search.opensearch_backend import (IndexNames, OpenSearchBackend, OpenSearchConfig, from_document,
-                                                index_template, to_document)
-from handlers.search.tantivy_backend import TantivyBackend
+from handlers.search.opensearch_backend import OpenSearchBackend
+from handlers.search.opensearch_config import IndexNames, OpenSearchConfig
+from handlers.search.opensearch_schema import from_document, index_template, to_document
 
 pytestmark = pytest.mark.unit
 
@@ -37,15 +37,8 @@ def test_config_from_env_signs_only_aws_endpoints_or_when_asked(env: dict, regio
 def test_config_invalid_fails_fast(config: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         OpenSearchConfig(**config)
-    with pytest.raises(ValueError, match="LETGO_OPENSEARCH_URL"):
+    with pytest.raises(ConfigError, match="LETGO_OPENSEARCH_URL"):
         OpenSearchConfig.from_env({})
-
-
-def test_open_backend_follows_the_environment() -> None:
-    assert isinstance(open_backend({"LETGO_OPENSEARCH_URL": "http://127.0.0.1:9200"}), OpenSearchBackend)
-    assert isinstance(open_backend({}), TantivyBackend)
-    with pytest.raises(ValueError, match="LETGO_SEARCH_BACKEND"):
-        open_backend({"LETGO_SEARCH_BACKEND": "solr"})
 
 
 def test_sigv4_client_signs_with_the_configured_region(monkeypatch: pytest.MonkeyPatch) -> None:
