@@ -12,6 +12,7 @@ Without a DSN (the local stage), :class:`LocalFileTransport` stores the envelope
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections import Counter, defaultdict
@@ -158,8 +159,7 @@ class ProblemReporter:
                     scope.set_tag("app_version", versions.most_common(1)[0][0])
                     scope.set_extra("count", len(members))
                     scope.set_extra("app_versions", dict(versions))
-                    scope.set_extra("message", members[0].message if reason != "internal_error"
-                                    else members[0].message.split(": ")[0] + ": " + _exception_types(members[0]))
+                    scope.set_extra("message", safe_message(reason, members[0]))
                     scope.set_extra("sample", self.sample(members[0]))
                     scope.set_extra("sequence_numbers", sorted({r.sequence_number for r in members})[:20])
                     exception = next((r.exception for r in members if getattr(r, "exception", None)), None)
@@ -215,6 +215,19 @@ def traceback_frames(text: str) -> str:
         else:
             kept.append(line.split(":", 1)[0] + ": [message withheld]")
     return "\n".join(kept)
+
+
+def safe_message(reason: str, rejection: Any) -> str:
+    """A rejection's message as Sentry may see it. The core's own messages withhold personal data already;
+    an exception's or PostgreSQL's text can quote any value, so for those only what failed is kept."""
+    if reason == "internal_error":
+        return rejection.message.split(": ")[0] + ": " + _exception_types(rejection)
+    if reason == "sink_rejected":
+        origin = re.search(r"\(SQLSTATE \w+\)|\(refused by the driver[^)]*\)", rejection.message)
+        column = re.match(r"PostgreSQL refused the row: column (\w+):", rejection.message)
+        return (f"PostgreSQL refused the row{': column ' + column.group(1) if column else ''} "
+                f"{origin.group(0) if origin else '(no SQLSTATE)'}")
+    return rejection.message
 
 
 def _exception_types(rejection: Any) -> str:

@@ -157,3 +157,13 @@ def test_inside_lambda_function_errors_are_captured_by_sentrys_lambda_integratio
     finally:
         sentry_sdk.get_client().close()
         sentry_sdk.get_global_scope().set_client(None)
+
+
+def test_a_postgresql_refusal_reaches_sentry_without_the_value_it_quoted(reporter, sentry_file):
+    refused = Rejection(Reason.SINK_REJECTED, None, f'PostgreSQL refused the row: column context: invalid input '
+                        f'syntax for type json: "{EMAIL}" (SQLSTATE 22P02)', "9", 0, "UserSignedUp", "4.12.0",
+                        orjson.dumps(signed_up()))
+    reporter.report([refused])
+    event = orjson.loads(sentry_file.read_text().splitlines()[0])
+    assert event["extra"]["message"] == "PostgreSQL refused the row: column context (SQLSTATE 22P02)"
+    assert EMAIL not in sentry_file.read_text()
