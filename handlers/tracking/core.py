@@ -374,7 +374,7 @@ class Processor:
             raise Invalid(Reason.MISSING_FIELD, "messageId", "every event needs a unique 'messageId'")
         if type(message_id) is not str:
             raise Invalid(Reason.INVALID_TYPE, "messageId", "'messageId' must be a string")
-        message_id = message_id.strip()
+        message_id = sanitise_string(message_id)  # as user ids: control characters (a NUL) stripped, trimmed
         if not message_id:
             raise Invalid(Reason.MISSING_FIELD, "messageId", "'messageId' is empty")
         if len(message_id) > settings.max_message_id_length:

@@ -293,8 +293,8 @@ def free_value_check(path: str, max_depth: int, max_string: int = DEFAULT_MAX_ST
         if kind is dict or kind is list:
             if depth >= max_depth:
                 raise Invalid(Reason.TOO_DEEP, where, f"nesting deeper than {max_depth} levels")
-            if kind is dict:
-                return {k: walk(v, depth + 1, f"{where}.{k}") for k, v in value.items()}
+            if kind is dict:  # keys are strings too: a NUL in a key is refused by every JSON store downstream
+                return {sanitise_string(k): walk(v, depth + 1, f"{where}.{k}") for k, v in value.items()}
             return [walk(v, depth + 1, f"{where}[{i}]") for i, v in enumerate(value)]
         if kind is float and not math.isfinite(value):
             raise Invalid(Reason.NON_FINITE_NUMBER, where, f"{value} is not a finite number")
@@ -321,7 +321,7 @@ def object_check(path: str, fields: dict[str, tuple[Check, bool]], *, additional
                 if item is not None:
                     out[key] = field_check(item)
             elif additional is not None:
-                out[key] = additional(item)
+                out[sanitise_string(key)] = additional(item)
             else:
                 raise Invalid(Reason.UNKNOWN_PROPERTY, f"{path}.{key}" if path else key,
                               "not declared in the event type (add it to the YAML, then re-drive)")
