@@ -42,7 +42,8 @@ from handlers.core.aws import client
 from handlers.ml.definition import load_definition
 from handlers.ml.errors import DefinitionError, TrainingRejected
 from handlers.ml.store import ModelStore
-from handlers.ml.training import TrainingReport, run_training
+from handlers.ml.report import TrainingReport
+from handlers.ml.training import run_training
 
 EXIT_PUBLISHED, EXIT_ERROR, EXIT_NOT_PUBLISHED = 0, 1, 2
 DEFAULT_EVENT_TYPES = Path(__file__).resolve().parents[2] / "event_types"

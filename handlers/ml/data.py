@@ -23,7 +23,6 @@ import gzip
 import logging
 import random
 import zlib
-from dataclasses import dataclass
 from datetime import date, timedelta
 from types import MappingProxyType
 from typing import Any, Callable, Hashable, Mapping, Sequence
@@ -34,50 +33,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from handlers.ml.datachecks import category_key
 from handlers.ml.dataset import Dataset
 from handlers.ml.errors import TrainingDataError
+from handlers.ml.report import LoadReport, SampleReport
 
 log = logging.getLogger(__name__)
 
 EVENTS_PREFIX = "events/"
 MISSING_STRATUM = "__missing__"
 GZIP_MAGIC = b"\x1f\x8b"
-
-
-@dataclass(frozen=True)
-class LoadReport:
-    """What reading the processed events found."""
-
-    event_type: str
-    first_day: str
-    last_day: str
-    objects: int
-    lines: int
-    events: int  # distinct messageIds kept
-    duplicates: int  # lines whose messageId was already read
-    skipped: int  # lines that were not JSON objects of the event type (never expected; counted, not fatal)
-
-    def describe(self) -> str:
-        return (f"{self.event_type} {self.first_day}..{self.last_day}: {self.objects} objects, {self.lines} lines, "
-                f"{self.events} events, {self.duplicates} duplicates dropped, {self.skipped} lines skipped")
-
-
-@dataclass(frozen=True)
-class SampleReport:
-    """The cap on training rows: how many there were and were kept, per stratum."""
-
-    stratify_by: str
-    cap: int
-    seed: int
-    available: int
-    kept: int
-    strata: Mapping[str, tuple[int, int]]  # stratum -> (available, kept)
-
-    def describe(self) -> str:
-        parts = ", ".join(f"{s} {k}/{a}" for s, (a, k) in sorted(self.strata.items()))
-        return f"kept {self.kept} of {self.available} rows (cap {self.cap}, by {self.stratify_by}): {parts}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"stratify_by": self.stratify_by, "cap": self.cap, "seed": self.seed, "available": self.available,
-                "kept": self.kept, "strata": {s: {"available": a, "kept": k} for s, (a, k) in self.strata.items()}}
 
 
 # -- reading -----------------------------------------------------------------------------------------------------

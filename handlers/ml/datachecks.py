@@ -3,7 +3,8 @@
 A model trained on broken or shifted data is worse than no new model, and the cheapest place to notice is
 before the fit. Every check produces a :class:`CheckResult` (which check, which column, observed value,
 threshold, a readable detail), and :func:`run_checks` returns them all in a :class:`DataCheckReport` — every
-failure, not just the first, so one alert tells the whole story.
+failure, not just the first, so one alert tells the whole story. (Both are plain values of
+:mod:`handlers.ml.report`, with the rest of a training run's record.)
 
 Drift is the population stability index, PSI = Σ (actual − expected) · ln(actual / expected), over bins
 fixed by the *reference statistics*: the training data of the model currently served, stored with it (see
@@ -17,57 +18,15 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from handlers.ml.dataset import Dataset
+from handlers.ml.report import CheckResult, DataCheckReport
 
 OTHER = "__other__"
 EPSILON = 1e-4
-
-
-# -- results ---------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CheckResult:
-    check: str  # min_rows | schema | null_rate | range | drift
-    column: str | None
-    passed: bool
-    observed: float
-    threshold: float
-    detail: str = ""
-    skipped: bool = False
-
-    @property
-    def key(self) -> str:
-        return f"{self.check}:{self.column}" if self.column else self.check
-
-    def describe(self) -> str:
-        state = "skipped" if self.skipped else "ok" if self.passed else "FAILED"
-        where = f" on {self.column}" if self.column else ""
-        return (f"{self.check}{where}: {state} (observed {self.observed:.4g}, threshold {self.threshold:.4g})"
-                + (f": {self.detail}" if self.detail else ""))
-
-
-@dataclass(frozen=True)
-class DataCheckReport:
-    rows: int
-    results: tuple[CheckResult, ...]
-
-    @property
-    def failures(self) -> tuple[CheckResult, ...]:
-        return tuple(r for r in self.results if not r.passed)
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows, "passed": self.passed, "results": [asdict(r) for r in self.results]}
-
-    def describe(self) -> str:
-        return "\n".join(r.describe() for r in self.results)
 
 
 # -- value helpers ---------------------------------------------------------------------------------------------

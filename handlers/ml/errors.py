@@ -11,12 +11,8 @@ Three families:
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from handlers.ml.report import TrainingReport
 from handlers.tracking.errors import DefinitionError
-
-if TYPE_CHECKING:  # pragma: no cover - types only
-    from handlers.ml.training import TrainingReport
 
 __all__ = ["DefinitionError", "InvalidRequest", "StoreError", "ModelNotFound", "NoCurrentModel",
            "ChecksumMismatch", "UntrustedTypes", "NoValidatedVersion", "TrainingRejected", "DataChecksFailed",
@@ -83,7 +79,7 @@ class NoValidatedVersion(StoreError):
 class TrainingRejected(Exception):
     """Training ended without publishing; ``report`` says why (its ``decision`` and failed checks/gates)."""
 
-    def __init__(self, report: "TrainingReport") -> None:
+    def __init__(self, report: TrainingReport) -> None:
         self.report = report
         super().__init__(report.summary())
 

@@ -24,12 +24,11 @@ replacement.
 """
 from __future__ import annotations
 
-import enum
 import logging
 import os
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import date, datetime, timezone
 from importlib import metadata as package_metadata
 from pathlib import Path
@@ -39,100 +38,19 @@ import numpy as np
 
 from handlers.ml import artifacts
 from handlers.ml.alerts import report_training_problem
-from handlers.ml.data import EVENTS_PREFIX, LoadReport, SampleReport, cap_rows, load_rows, split_holdout
-from handlers.ml.datachecks import DataCheckReport, reference_statistics, run_checks
+from handlers.ml.data import EVENTS_PREFIX, cap_rows, load_rows, split_holdout
+from handlers.ml.datachecks import reference_statistics, run_checks
 from handlers.ml.dataset import Dataset
 from handlers.ml.definition import ModelDefinition
 from handlers.ml.errors import DataChecksFailed, GatesFailed, InvalidRequest
 from handlers.ml.metrics import METRICS, bootstrap_worse_by, evaluate
+from handlers.ml.report import Baseline, Decision, Gate, TrainingReport
 from handlers.ml.store import ModelStore
 
 log = logging.getLogger(__name__)
 
 LIBRARIES = ("scikit-learn", "skops", "numpy", "scipy")
 ROUND_TRIP_ROWS = 64
-
-
-class Decision(str, enum.Enum):
-    PUBLISHED = "published"
-    REJECTED = "rejected"  # trained, but a gate failed
-    BLOCKED = "blocked"  # the data failed its checks: nothing was trained
-
-
-@dataclass(frozen=True)
-class Gate:
-    """One pass/fail judgement of the candidate (``skipped`` gates pass: e.g. no current model to compare)."""
-
-    name: str  # threshold:<metric> | relative:<metric> | prediction_shift | golden:<name> | round_trip
-    passed: bool
-    observed: float | None = None
-    threshold: float | None = None
-    detail: str = ""
-    skipped: bool = False
-
-    def describe(self) -> str:
-        state = "skipped" if self.skipped else "ok" if self.passed else "FAILED"
-        numbers = f" (observed {self.observed:.4g}, threshold {self.threshold:.4g})" \
-            if self.observed is not None and self.threshold is not None else ""
-        return f"{self.name}: {state}{numbers}" + (f": {self.detail}" if self.detail else "")
-
-
-@dataclass(frozen=True)
-class Baseline:
-    """The model served when training started, and its metrics on this run's holdout (or as recorded)."""
-
-    version: str
-    metrics: Mapping[str, float]
-    basis: str  # "same holdout" | "recorded metrics"
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class TrainingReport:
-    model: str
-    decision: Decision
-    version: str | None  # the published version, None unless published
-    code_version: str
-    started_at: str
-    duration_seconds: float
-    load: LoadReport | None
-    sampling: SampleReport | None
-    checks: DataCheckReport | None
-    train_rows: int = 0
-    holdout_rows: int = 0
-    metrics: Mapping[str, float] = field(default_factory=dict)
-    baseline: Baseline | None = None
-    gates: tuple[Gate, ...] = ()
-
-    def failed_keys(self) -> list[str]:
-        """Short names of what failed (``drift:category``, ``threshold:mape``): the alert's fingerprint."""
-        checks = [r.key for r in self.checks.failures] if self.checks else []
-        return checks + [g.name for g in self.gates if not g.passed]
-
-    def failures(self) -> list[str]:
-        checks = [r.describe() for r in self.checks.failures] if self.checks else []
-        return checks + [g.describe() for g in self.gates if not g.passed]
-
-    def summary(self) -> str:
-        head = f"{self.model}: {self.decision.value}"
-        if self.version:
-            head += f" as version {self.version}"
-        metrics = ", ".join(f"{k}={v:.4g}" for k, v in self.metrics.items())
-        body = [f"rows: train {self.train_rows}, holdout {self.holdout_rows}" + (f"; {metrics}" if metrics else "")]
-        return "\n".join([head, *body, *self.failures()])
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model, "decision": self.decision.value, "version": self.version,
-            "code_version": self.code_version, "started_at": self.started_at,
-            "duration_seconds": round(self.duration_seconds, 3),
-            "load": asdict(self.load) if self.load else None,
-            "sampling": self.sampling.to_dict() if self.sampling else None,
-            "checks": self.checks.to_dict() if self.checks else None,
-            "rows": {"train": self.train_rows, "holdout": self.holdout_rows}, "metrics": dict(self.metrics),
-            "baseline": {**asdict(self.baseline), "metrics": dict(self.baseline.metrics)} if self.baseline else None,
-            "gates": [asdict(g) for g in self.gates], "failed": self.failed_keys(), "failures": self.failures(),
-        }
 
 
 # -- provenance ------------------------------------------------------------------------------------------------

@@ -23,8 +23,9 @@ from handlers.ml import artifacts
 from handlers.ml.alerts import report_training_problem
 from handlers.ml.data import load_rows
 from handlers.ml.errors import ChecksumMismatch, DataChecksFailed, GatesFailed, NoValidatedVersion, UntrustedTypes
+from handlers.ml.report import Decision
 from handlers.ml.store import ModelStore, sha256_hex
-from handlers.ml.training import Decision, run_training
+from handlers.ml.training import run_training
 from letgo.services.moto import MotoServer
 from letgo.traffic import generate
 from tests.conftest import record

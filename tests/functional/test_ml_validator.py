@@ -21,7 +21,8 @@ from handlers.ml.serving.client import HttpClient
 from handlers.ml.serving.errors import ValidationInconclusive
 from handlers.ml.serving.validator import Outcome, handle_event
 from handlers.ml.store import ModelStore
-from handlers.ml.training import Decision, run_training
+from handlers.ml.report import Decision
+from handlers.ml.training import run_training
 from letgo.services import free_port
 from letgo.services.moto import FAKE_CREDENTIALS
 from tests.ml_kit import END, definition, listing_documents, write_processed

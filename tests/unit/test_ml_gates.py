@@ -7,7 +7,8 @@ import pytest
 
 from handlers.ml.metrics import METRICS, evaluate
 from handlers.ml.models import price_suggestion
-from handlers.ml.training import Baseline, golden_gates, relative_gates, shift_gate, threshold_gates
+from handlers.ml.report import Baseline
+from handlers.ml.training import golden_gates, relative_gates, shift_gate, threshold_gates
 from tests.ml_kit import definition
 
 pytestmark = pytest.mark.unit
