@@ -39,19 +39,17 @@ import sentry_sdk
 
 from handlers.core.alerts import init_sentry
 from handlers.core.aws import client
+from handlers.core.config import ConfigError
 from handlers.ml.definition import load_definition
-from handlers.ml.errors import DefinitionError, TrainingRejected
+from handlers.ml.errors import TrainingRejected
 from handlers.ml.store import ModelStore
 from handlers.ml.report import TrainingReport
 from handlers.ml.training import run_training
+from handlers.tracking.errors import DefinitionError
 
 EXIT_PUBLISHED, EXIT_ERROR, EXIT_NOT_PUBLISHED = 0, 1, 2
 DEFAULT_EVENT_TYPES = Path(__file__).resolve().parents[2] / "event_types"
 log = logging.getLogger("handlers.ml.batch_job")
-
-
-class ConfigError(Exception):
-    """The job's configuration is incomplete or malformed: names what is missing."""
 
 
 @dataclass(frozen=True)
@@ -80,12 +78,12 @@ class JobConfig:
                   "MODELS_BUCKET": pick(args.models_bucket, "MODELS_BUCKET")}
         missing = [name for name, value in values.items() if not value]
         if missing:
-            raise ConfigError(f"missing configuration: {', '.join(missing)} (argument or environment variable)")
+            raise ConfigError(", ".join(missing), "not set (give the argument or the environment variable)")
         end = pick(args.end_date, "END_DATE")
         try:
             end_date = date.fromisoformat(end) if end else None
         except ValueError:
-            raise ConfigError(f"END_DATE {end!r} is not a YYYY-MM-DD date") from None
+            raise ConfigError("END_DATE", f"{end!r} is not a YYYY-MM-DD date") from None
         event_types = pick(args.event_types, "EVENT_TYPES_DIR")
         if event_types is None and DEFAULT_EVENT_TYPES.is_dir():
             event_types = str(DEFAULT_EVENT_TYPES)

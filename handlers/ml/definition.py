@@ -9,7 +9,7 @@ with typed, bounded inputs) and which known requests must keep working (golden r
 before publishing and against the live API by the validator).
 
 Everything that can be wrong with a definition is found when it is loaded — by the training job, the serving
-wrapper and the validator alike — and raises :class:`~handlers.ml.errors.DefinitionError` naming the file,
+wrapper and the validator alike — and raises :class:`~handlers.tracking.errors.DefinitionError` naming the file,
 the field and the reason, like a broken event type. With the event-type catalog at hand, every column path
 is also checked against the event type (declared, not personal data, a kind the column can hold); golden
 request inputs are run through their endpoint's own input checks; entry points are imported.
@@ -32,10 +32,10 @@ from typing import Any, Callable, Mapping
 import yaml
 
 from handlers.ml.dataset import KINDS
-from handlers.ml.errors import DefinitionError, InvalidRequest
+from handlers.ml.errors import InvalidModelInput
 from handlers.ml.metrics import METRICS
 from handlers.tracking import event_types as et
-from handlers.tracking.errors import Invalid
+from handlers.tracking.errors import DefinitionError, Invalid
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,62}$")
 COLUMN_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -206,12 +206,12 @@ class Endpoint:
     check: Callable[[Any], Any] = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
 
     def validate(self, request: Any) -> dict[str, Any]:
-        """The cleaned input (coerced, sanitised), or :class:`InvalidRequest` naming the field and the reason."""
+        """The cleaned input (coerced, sanitised), or :class:`InvalidModelInput` naming the field and the reason."""
         try:
             return self.check(request)
         except Invalid as error:
             field_name = error.field.removeprefix("input.") if error.field else None
-            raise InvalidRequest(field_name, error.reason.value, error.message) from None
+            raise InvalidModelInput(field_name, error.reason.value, error.message) from None
 
 
 @dataclass(frozen=True)
@@ -694,7 +694,7 @@ def _golden_requests(doc: dict[str, Any], filename: str, endpoints: tuple[Endpoi
         request = _mapping(spec, "input", filename, f"{where}.input")
         try:
             endpoint.validate(request)
-        except InvalidRequest as error:
+        except InvalidModelInput as error:
             field_where = f"{where}.input.{error.field}" if error.field else f"{where}.input"
             raise DefinitionError(filename, field_where, f"the endpoint refuses it: [{error.reason}] "
                                                          f"{error.message}") from None

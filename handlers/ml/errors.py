@@ -2,25 +2,29 @@
 
 Three families:
 
-* configuration — :class:`DefinitionError` (shared with the event types and metrics: a broken YAML file names
-  the file, the field and the reason) and :class:`InvalidRequest` (a serving input the endpoint refuses);
+* input — :class:`InvalidModelInput`: an input the model's endpoint refuses (its declared inputs say no),
+  whoever asks: the serving app answers it as its HTTP 400 :class:`~handlers.ml.serving.errors.InvalidInput`,
+  a golden request that meets it fails the definition at load or the candidate before publishing;
 * the model store — :class:`StoreError` and its kinds; a caller that only wants "could not get a model"
   catches the base class, one that must tell a tampered artefact from a missing one catches the kind;
 * training — :class:`TrainingRejected` and its two kinds carry the whole :class:`TrainingReport`, so whoever
   catches one (the batch entry point, a test, an alert) has every number that led to the decision.
+
+A broken model definition raises :class:`handlers.tracking.errors.DefinitionError` (the one error of every YAML
+definition: event types, metrics, models), and a misconfigured job or service
+:class:`handlers.core.config.ConfigError`; both are imported from where they live.
 """
 from __future__ import annotations
 
 from handlers.ml.report import TrainingReport
-from handlers.tracking.errors import DefinitionError
 
-__all__ = ["DefinitionError", "InvalidRequest", "StoreError", "ModelNotFound", "NoCurrentModel",
-           "ChecksumMismatch", "UntrustedTypes", "NoValidatedVersion", "TrainingRejected", "DataChecksFailed",
-           "GatesFailed", "TrainingDataError"]
+__all__ = ["InvalidModelInput", "StoreError", "ModelNotFound", "NoCurrentModel", "ChecksumMismatch", "UntrustedTypes",
+           "NoValidatedVersion", "TrainingRejected", "DataChecksFailed", "GatesFailed", "TrainingDataError"]
 
 
-class InvalidRequest(Exception):
-    """A serving request the endpoint refuses: names the field, a stable reason code and why."""
+class InvalidModelInput(Exception):
+    """An input the model's endpoint refuses: names the field, a stable reason code (the tracking ``Reason``
+    values: ``invalid_type``, ``unknown_property``, ...) and why."""
 
     def __init__(self, field: str | None, reason: str, message: str) -> None:
         self.field, self.reason, self.message = field, reason, message

@@ -42,7 +42,7 @@ from handlers.ml.data import EVENTS_PREFIX, cap_rows, load_rows, split_holdout
 from handlers.ml.datachecks import reference_statistics, run_checks
 from handlers.ml.dataset import Dataset
 from handlers.ml.definition import ModelDefinition
-from handlers.ml.errors import DataChecksFailed, GatesFailed, InvalidRequest
+from handlers.ml.errors import DataChecksFailed, GatesFailed, InvalidModelInput
 from handlers.ml.metrics import METRICS, bootstrap_worse_by, evaluate
 from handlers.ml.report import Baseline, Decision, Gate, TrainingReport
 from handlers.ml.store import ModelStore
@@ -140,7 +140,7 @@ def golden_gates(definition: ModelDefinition, model: Any) -> list[Gate]:
         endpoint = definition.endpoint(golden.endpoint)
         try:
             response = definition.predict(model, endpoint.validate(dict(golden.input)))
-        except InvalidRequest as exc:
+        except InvalidModelInput as exc:
             gates.append(Gate(f"golden:{golden.name}", False, detail=f"input refused: {exc}"))
             continue
         except Exception as exc:  # noqa: BLE001 - a crashing predict is a failed gate, not a crashed job

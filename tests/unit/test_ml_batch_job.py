@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from handlers.ml.batch_job import EXIT_ERROR, ConfigError, JobConfig, main
+from handlers.core.config import ConfigError
+from handlers.ml.batch_job import EXIT_ERROR, JobConfig, main
 
 pytestmark = pytest.mark.unit
 
@@ -25,12 +26,13 @@ def test_arguments_override_the_environment_and_defaults_fill_the_rest():
 def test_missing_configuration_names_every_missing_variable():
     with pytest.raises(ConfigError) as error:
         JobConfig.from_sources([], {"MODEL_DEFINITION": "x.yaml"})
-    assert "PROCESSED_BUCKET, MODELS_BUCKET" in str(error.value)
+    assert error.value.where == "PROCESSED_BUCKET, MODELS_BUCKET"
 
 
 def test_a_malformed_end_date_is_refused():
-    with pytest.raises(ConfigError, match="not a YYYY-MM-DD date"):
+    with pytest.raises(ConfigError, match="not a YYYY-MM-DD date") as error:
         JobConfig.from_sources(["--end-date", "26/11/2026"], ENV)
+    assert error.value.where == "END_DATE"
 
 
 def test_main_exits_1_on_bad_configuration():

@@ -6,7 +6,8 @@ import copy
 import pytest
 
 from handlers.ml.definition import BASE_TRUSTED_TYPES, load_definition, parse_definition
-from handlers.ml.errors import DefinitionError, InvalidRequest
+from handlers.ml.errors import InvalidModelInput
+from handlers.tracking.errors import DefinitionError
 from handlers.tracking.event_types import load_catalog
 from tests.ml_kit import DEFINITION_FILE, DELETE, REPO, definition_document, set_path
 
@@ -53,13 +54,13 @@ def test_endpoint_validate_cleans_a_request_and_names_the_field_it_refuses():
     cleaned = endpoint.validate({"title": "  Trek mountain bike ", "category": "bikes", "country": "GB",
                                  "currency": "GBP"})
     assert cleaned["title"] == "Trek mountain bike"
-    with pytest.raises(InvalidRequest) as refused:
+    with pytest.raises(InvalidModelInput) as refused:
         endpoint.validate({"title": "Trek", "category": "bike", "country": "GB", "currency": "GBP"})
     assert (refused.value.field, refused.value.reason) == ("category", "not_in_enum")
-    with pytest.raises(InvalidRequest) as unknown:
+    with pytest.raises(InvalidModelInput) as unknown:
         endpoint.validate({"title": "Trek", "category": "bikes", "country": "GB", "currency": "GBP", "colour": "red"})
     assert unknown.value.reason == "unknown_property"
-    with pytest.raises(InvalidRequest) as missing:
+    with pytest.raises(InvalidModelInput) as missing:
         endpoint.validate({"category": "bikes", "country": "GB", "currency": "GBP"})
     assert (missing.value.field, missing.value.reason) == ("title", "missing_field")
 

@@ -11,12 +11,13 @@ import math
 import pytest
 from botocore.credentials import Credentials
 
+from handlers.core.config import ConfigError
 from handlers.ml.errors import ChecksumMismatch
 from handlers.ml.serving import routing
 from handlers.ml.serving.app import create_app
 from handlers.ml.serving.client import SigV4Signer
 from handlers.ml.serving.config import ServingConfig
-from handlers.ml.serving.errors import ConfigError, PredictionFailed
+from handlers.ml.serving.errors import PredictionFailed
 from handlers.ml.serving.guards import ChangeLimiter, guard, input_key
 from handlers.ml.serving.wsgi import build
 from tests.ml_serving_kit import ManualClock, MemoryStore, request_body, scripted_definition
@@ -379,7 +380,7 @@ def test_failed_reload_keeps_the_previous_version_and_is_reported_in_health():
 def test_config_from_environ_names_the_variable_it_refuses(environ, variable):
     with pytest.raises(ConfigError) as refused:
         ServingConfig.from_environ(environ)
-    assert refused.value.setting == variable
+    assert refused.value.where == variable
 
 
 def test_config_from_environ_reads_every_setting():
@@ -396,7 +397,7 @@ def test_wsgi_build_names_the_missing_variable(missing):
     del environ[missing]
     with pytest.raises(ConfigError) as refused:
         build(environ)
-    assert refused.value.setting == missing
+    assert refused.value.where == missing
 
 
 # -- SigV4 signing of the validator's requests ---------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from handlers.ml.serving.errors import ConfigError
+from handlers.core.config import ConfigError
 from handlers.ml.serving.validator import (CANDIDATE_FAULTS, PointerMoved, ValidatorSettings, judge, parse_event)
 from tests.ml_serving_kit import pointer_event, scripted_definition
 
@@ -107,7 +107,7 @@ def test_parse_event_anything_but_a_pointer_write_is_ignored_with_a_reason(event
 def test_settings_from_environ_require_bucket_and_url_and_read_the_rest():
     with pytest.raises(ConfigError) as refused:
         ValidatorSettings.from_environ({"MODELS_BUCKET": BUCKET})
-    assert refused.value.setting == "SERVING_URL"
+    assert refused.value.where == "SERVING_URL"
     settings = ValidatorSettings.from_environ({"MODELS_BUCKET": BUCKET, "MODELS_PREFIX": "ml",
                                                "SERVING_URL": "https://serving.example", "SERVING_IAM_AUTH": "1",
                                                "AWS_REGION": "eu-central-1"})

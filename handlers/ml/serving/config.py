@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from handlers.ml.serving.errors import ConfigError
+from handlers.core.config import ConfigError
 
 TRUE = frozenset({"1", "true", "yes", "on"})
 FALSE = frozenset({"", "0", "false", "no", "off"})
@@ -92,4 +92,4 @@ class ServingConfig:
         try:
             return cls(**values)
         except ConfigError as exc:  # name the variable a person sets, not the field
-            raise ConfigError(env_names.get(exc.setting, exc.setting), exc.message) from None
+            raise ConfigError(env_names.get(exc.where, exc.where), exc.message) from None

@@ -5,6 +5,9 @@ turns each into the one JSON shape ``{"error": {"status", "code", "message", ...
 (:func:`handlers.ml.serving.app.create_app`). The validator reads ``code`` back to tell a broken candidate
 (``model_unloadable``, ``prediction_failed``, ``unknown_version``) from a serving API it cannot judge with
 (unreachable, misconfigured).
+
+A configuration the app or the validator cannot run with is a :class:`handlers.core.config.ConfigError`
+naming the environment variable, like every deployed function's.
 """
 from __future__ import annotations
 
@@ -70,14 +73,6 @@ class PredictionFailed(ServingError):
     """The model's predict raised, or returned something the endpoint does not declare or cannot serve."""
 
     status, code = 500, "prediction_failed"
-
-
-class ConfigError(Exception):
-    """The serving or validator configuration is unusable; names the setting (environment variable) and why."""
-
-    def __init__(self, setting: str, message: str) -> None:
-        self.setting, self.message = setting, message
-        super().__init__(f"{setting}: {message}")
 
 
 class ServingUnreachable(Exception):

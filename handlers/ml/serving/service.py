@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from handlers.ml.definition import ModelDefinition
-from handlers.ml.errors import InvalidRequest, ModelNotFound
+from handlers.ml.errors import InvalidModelInput, ModelNotFound
 from handlers.ml.serving import routing
 from handlers.ml.serving.alerts import report_reload_problem
 from handlers.ml.serving.config import FALSE, ServingConfig
@@ -255,7 +255,7 @@ class ModelService:
         endpoint = self.definition.endpoint(path)
         try:
             cleaned = endpoint.validate(body)
-        except InvalidRequest as exc:
+        except InvalidModelInput as exc:
             self.counters.other("invalid_input")
             raise self._invalid(endpoint, exc) from None
         if version is not None:
@@ -305,7 +305,7 @@ class ModelService:
         return guard(self.definition.guard_rails, outputs, limiter=None if pinned else self.limiter,
                      key=input_key(endpoint.path, cleaned), scale_related=self.config.scale_related_outputs)
 
-    def _invalid(self, endpoint: Any, exc: InvalidRequest) -> InvalidInput:
+    def _invalid(self, endpoint: Any, exc: InvalidModelInput) -> InvalidInput:
         field_name = None if exc.field in (None, "", "input") else exc.field
         message = exc.message
         if exc.reason == "unknown_property":

@@ -47,12 +47,13 @@ from pathlib import Path
 from urllib.parse import unquote_plus
 from typing import Any, Callable, Mapping
 
+from handlers.core.config import ConfigError
 from handlers.ml.definition import GoldenRequest, ModelDefinition, load_definitions
 from handlers.ml.errors import NoValidatedVersion, StoreError
 from handlers.ml.serving.alerts import report_validation_problem
 from handlers.ml.serving.client import HttpClient, ServingClient, SigV4Signer
 from handlers.ml.serving.config import truthy
-from handlers.ml.serving.errors import ConfigError, ServingUnreachable, ValidationInconclusive
+from handlers.ml.serving.errors import ServingUnreachable, ValidationInconclusive
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from typing import Mapping
 from flask import Flask
 
 from handlers.core.alerts import init_sentry
+from handlers.core.config import ConfigError
 from handlers.ml.definition import load_definition
 from handlers.ml.serving.app import create_app
 from handlers.ml.serving.config import ServingConfig
-from handlers.ml.serving.errors import ConfigError
 from handlers.ml.store import ModelStore
 
 
