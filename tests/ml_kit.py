@@ -24,7 +24,8 @@ import yaml
 
 from handlers.ml.data import row_of
 from handlers.ml.dataset import Dataset
-from handlers.ml.definition import ModelDefinition, parse_definition
+from handlers.ml.definition import parse_definition
+from handlers.ml.definition_types import ModelDefinition
 from handlers.ml.models import price_suggestion
 from letgo.services.moto import FAKE_CREDENTIALS
 from letgo.traffic import MARKETS, TEMPLATES, Market, Template

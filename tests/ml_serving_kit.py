@@ -28,7 +28,7 @@ import numpy as np
 import orjson
 
 from handlers.ml import artifacts
-from handlers.ml.definition import ModelDefinition
+from handlers.ml.definition_types import ModelDefinition
 from handlers.ml.errors import ModelNotFound
 from handlers.ml.models import price_suggestion
 from handlers.ml.serving.app import create_app

@@ -85,7 +85,7 @@ def row_of(document: Mapping[str, Any], spec: Any) -> dict[str, Any]:
 
 def load_rows(s3: Any, bucket: str, spec: Any, *, end: date, prefix: str = EVENTS_PREFIX,
               progress: Callable[[int, int], None] | None = None) -> tuple[Dataset, LoadReport]:
-    """Rows of ``spec`` (a :class:`~handlers.ml.definition.DataSpec`) from the look-back window ending ``end``."""
+    """Rows of ``spec`` (a :class:`~handlers.ml.definition_types.DataSpec`) from the look-back window ending ``end``."""
     days = window(end, spec.lookback_days)
     keys = [key for day in days for key in _list_keys(s3, bucket, partition_prefix(spec.event_type, day, prefix))]
     log.info("reading %d objects of %s from s3://%s/%s (%s..%s)", len(keys), spec.event_type, bucket, prefix,

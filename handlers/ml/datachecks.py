@@ -210,7 +210,7 @@ def check_drift(dataset: Dataset, reference: Mapping[str, Any] | None, rules: It
 
 
 def run_checks(dataset: Dataset, spec: Any, reference: Mapping[str, Any] | None = None) -> DataCheckReport:
-    """Every check of a :class:`~handlers.ml.definition.CheckSpec`; drift only where a reference exists."""
+    """Every check of a :class:`~handlers.ml.definition_types.CheckSpec`; drift only where a reference exists."""
     results = [check_min_rows(dataset, spec.min_rows), *check_schema(dataset),
                *check_null_rates(dataset, spec.max_null_rate), *check_ranges(dataset, spec.ranges),
                *check_drift(dataset, reference, spec.drift)]

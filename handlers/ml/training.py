@@ -41,7 +41,7 @@ from handlers.ml.alerts import report_training_problem
 from handlers.ml.data import EVENTS_PREFIX, cap_rows, load_rows, split_holdout
 from handlers.ml.datachecks import reference_statistics, run_checks
 from handlers.ml.dataset import Dataset
-from handlers.ml.definition import ModelDefinition
+from handlers.ml.definition_types import ModelDefinition
 from handlers.ml.errors import DataChecksFailed, GatesFailed, InvalidModelInput
 from handlers.ml.metrics import METRICS, bootstrap_worse_by, evaluate
 from handlers.ml.report import Baseline, Decision, Gate, TrainingReport

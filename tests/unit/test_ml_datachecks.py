@@ -10,7 +10,7 @@ import pytest
 from handlers.ml.datachecks import (OTHER, bin_shares, check_drift, check_null_rates, check_ranges, check_schema,
                                     psi, reference_statistics, run_checks)
 from handlers.ml.dataset import Dataset
-from handlers.ml.definition import CheckSpec, DriftRule, RangeRule
+from handlers.ml.definition_types import CheckSpec, DriftRule, RangeRule
 
 pytestmark = pytest.mark.unit
 

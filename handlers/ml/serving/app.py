@@ -32,7 +32,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from handlers.ml.definition import Endpoint, ModelDefinition
+from handlers.ml.definition_types import Endpoint, ModelDefinition
 from handlers.ml.serving.config import ServingConfig
 from handlers.ml.serving.errors import InvalidInput, ServingError
 from handlers.ml.serving.service import ModelService

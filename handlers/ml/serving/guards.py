@@ -1,6 +1,6 @@
 """The definition's guard rails applied to each answer, as plain functions over numbers (no Flask, no S3).
 
-What :class:`handlers.ml.definition.GuardRails` asks of the serving wrapper, and how it is done here:
+What :class:`handlers.ml.definition_types.GuardRails` asks of the serving wrapper, and how it is done here:
 
 * **Output bounds** (``guard_rails.output``): the guarded field must lie in [min, max]. An answer outside is
   *clamped* to the nearest bound and the response says ``"clamped": true`` with the raw value. A value that
@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping
 
 import orjson
 
-from handlers.ml.definition import GuardRails
+from handlers.ml.definition_types import GuardRails
 from handlers.ml.serving.errors import PredictionFailed
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from handlers.ml.definition import ModelDefinition
+from handlers.ml.definition_types import ModelDefinition
 from handlers.ml.errors import InvalidModelInput, ModelNotFound
 from handlers.ml.serving import routing
 from handlers.ml.serving.alerts import report_reload_problem

@@ -11,7 +11,7 @@ sends EventBridge an "Object Created" event for the pointer; the rule invokes :f
    version): a pinned request is answered by exactly the candidate, loaded through the same checksum and
    allow-list checks as a reload, with no race and no sleep. The answer's ``version`` is checked, so a
    server that ignored the header cannot pass a candidate;
-3. judges each answer with the definition's expectations (:class:`handlers.ml.definition.Expectation`) and
+3. judges each answer with the definition's expectations (:class:`handlers.ml.definition_types.Expectation`) and
    the output guard rail (an answer the server had to clamp is a failure: the candidate answered outside
    what the model may answer);
 4. all pass → ``store.mark_validated`` (the version becomes a rollback target). Any judged failure → the
@@ -48,7 +48,8 @@ from urllib.parse import unquote_plus
 from typing import Any, Callable, Mapping
 
 from handlers.core.config import ConfigError
-from handlers.ml.definition import GoldenRequest, ModelDefinition, load_definitions
+from handlers.ml.definition import load_definitions
+from handlers.ml.definition_types import GoldenRequest, ModelDefinition
 from handlers.ml.errors import NoValidatedVersion, StoreError
 from handlers.ml.serving.alerts import report_validation_problem
 from handlers.ml.serving.client import HttpClient, ServingClient, SigV4Signer
