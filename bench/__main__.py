@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         events = []
         for i in range(0, len(lead.records), pg_bench.BATCH):
             events += processor.process(lead.records[i:i + pg_bench.BATCH]).events
-        from letgo.migrate import migrate
+        from letgo.postgres_migrations import migrate
         from letgo.services.postgres import PostgresServer
 
         base = REPO_ROOT / ".local" / "bench"

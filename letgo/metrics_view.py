@@ -7,6 +7,7 @@ one row per metric window and group). The metric's ``aggregation`` says which co
                                   GET /metrics/<name>?last=N        the last N windows (1..1440, default 60)
                                   GET /metrics/<name>/chart.png     the same windows as a PNG chart
     render_chart(metric, rows, path)   the PNG, written to a file (``letgo metrics chart``)
+    format_table(metric, rows)         a plain-text table (``letgo metrics show``)
 
 Charts are drawn with matplotlib's Agg canvas: no display, no pyplot global state (safe in a Flask thread).
 """
@@ -179,6 +180,29 @@ def group_windows(metric: MetricDefinition, rows: Iterable[dict[str, Any]]) -> l
     for window in windows.values():
         window["groups"].sort(key=lambda group: group["label"])
     return [windows[start] for start in sorted(windows)]
+
+
+def format_value(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:,.2f}"
+    return f"{int(value):,}"
+
+
+def format_table(metric: MetricDefinition, rows: Sequence[dict[str, Any]]) -> str:
+    """The windows as a table: start (UTC), group, value — under a line saying what the metric is."""
+    if not rows:
+        return f"{metric.name}: no windows yet"
+    value_column = metric.aggregation  # the metric_values view names its columns after the aggregations
+    table = [(row["window_start"].astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ"), dims_label(row["dims"]),
+              format_value(row[value_column])) for row in rows]
+    header = ("window start (UTC)", "dims", metric.aggregation)
+    widths = [max(len(cells[i]) for cells in (header, *table)) for i in range(3)]
+    lines = [f"{metric.name} v{metric.version}: {metric.description}"]
+    for cells in (header, tuple("-" * w for w in widths), *table):
+        lines.append(f"{cells[0]:<{widths[0]}}  {cells[1]:<{widths[1]}}  {cells[2]:>{widths[2]}}")
+    return "\n".join(lines)
 
 
 def parse_last(raw: str | None) -> int:

@@ -1,4 +1,5 @@
-"""Schema migrations for PostgreSQL/Aurora: ordered SQL files, each applied once, never by hand.
+"""PostgreSQL/Aurora schema migrations (``letgo db migrate``, and the local stage at start): ordered SQL files,
+each applied once, never by hand.
 
 ``migrations/postgres/NNNN_name.sql`` run in order inside one transaction each, recorded in
 ``schema_migrations``; an advisory lock keeps two deployers from racing.

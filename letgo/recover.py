@@ -7,7 +7,8 @@ arrival times — never the records. Recovery, per message:
 1. re-read exactly those records: from Kinesis (``AT_SEQUENCE_NUMBER``) while they are within the stream's
    retention, else from the raw archive (every record the consumer received, archived before anything else);
 2. hand them to the *same* function in batches, as its mapping would (locally: the handler in-process; on
-   AWS: a synchronous ``lambda:Invoke`` of the deployed function, which runs in its VPC with its role);
+   AWS: a synchronous ``lambda:Invoke`` of the deployed function, which runs in its VPC with its role —
+   :mod:`letgo.ops.recoveries`);
 3. delete the message only once every record was delivered — a message whose records still fail stays in
    the queue for the next run.
 
@@ -333,29 +334,8 @@ def window_recomputer(new_mapping: Callable[[], Any]) -> Callable[[str, float, f
     return recompute
 
 
-def lambda_invoker(lambda_client: Any, function_name: str) -> Callable[[dict[str, Any]], Any]:
-    """A synchronous invoke of the deployed function; a function error raises (its records are not delivered)."""
-    def invoke(event: dict[str, Any]) -> Any:
-        response = lambda_client.invoke(FunctionName=function_name, InvocationType="RequestResponse",
-                                        Payload=orjson.dumps(event))
-        payload = orjson.loads(response["Payload"].read() or b"null")
-        if response.get("FunctionError"):
-            message = payload.get("errorMessage") if isinstance(payload, dict) else payload
-            raise RuntimeError(f"{function_name}: {response['FunctionError']} error: {message}")
-        return payload
-    return invoke
-
-
-# -- wiring: the local stage and a deployed stage -------------------------------------------------------------
+# -- wiring: the local stage (a deployed stage's: letgo.ops.recoveries) ----------------------------------------
 FUNCTIONS = ("consumer", "statistics", "search-indexer")
-
-
-def _statistics_window_seconds() -> int:
-    from handlers.statistics.definitions import load_metrics
-    from handlers.tracking.event_types import load_catalog
-    from handlers.core.config import PACKAGE_ROOT
-
-    return load_metrics(PACKAGE_ROOT / "metrics", load_catalog(PACKAGE_ROOT / "event_types")).stream_window_seconds
 
 
 def local_recoveries(info: dict[str, Any], functions: Iterable[str], *, say: Say = print,
@@ -366,14 +346,13 @@ def local_recoveries(info: dict[str, Any], functions: Iterable[str], *, say: Say
     ``info``: the running stage's description (stream, queues, env — `letgo stage up` writes it). The search
     indexer needs ``indexer_invoke`` (the process that holds the index writer: the stage itself).
     """
-    import os
-
     from handlers.core.aws import client
+    from handlers.core.config import Env
     from handlers.tracking import lambda_consumer
 
     kinesis, stream = client("kinesis"), info["stream"]
     stream_arn = kinesis.describe_stream(StreamName=stream)["StreamDescription"]["StreamARN"]
-    region = os.environ.get("AWS_REGION", "eu-west-1")
+    region = Env().optional("AWS_REGION", "eu-west-1")
     reader = RecordReader(kinesis, stream, client("s3"), info["env"]["RAW_BUCKET"])
     sqs, queues = client("sqs"), info["queues"]
     recoveries: list[tuple[str, Recovery]] = []
@@ -407,55 +386,6 @@ def local_recoveries(info: dict[str, Any], functions: Iterable[str], *, say: Say
             recoveries.append((function, Recovery(function, sqs=sqs, queue_url=queues[function], reader=reader,
                                                   say=say, deliver=batch_deliverer(indexer_invoke, stream_arn=stream_arn,
                                                                                    region=region, batch_size=500))))
-        else:
-            raise ValueError(f"unknown function {function!r}; expected one of {FUNCTIONS}")
-    return recoveries
-
-
-def stage_recoveries(cloudformation: Any, stage: str, functions: Iterable[str], *,
-                     say: Say = print) -> list[tuple[str, Recovery]]:
-    """Recoveries on a deployed stage: records re-read here, delivered by invoking the deployed functions (which
-    run in the VPC with their own roles and configuration), queues and names from the stacks' outputs."""
-    from handlers.core.aws import client
-    from letgo.warehouse.migrate import stack_outputs
-    from letgo.windows import TumblingWindowMapping
-
-    kinesis_layer = stack_outputs(cloudformation, "kinesis", stage)
-    storage = stack_outputs(cloudformation, "storage", stage)
-    kinesis, stream, stream_arn = client("kinesis"), kinesis_layer["StreamName"], kinesis_layer["StreamArn"]
-    region = kinesis.meta.region_name
-    reader = RecordReader(kinesis, stream, client("s3"), storage["RawBucketName"])
-    import boto3
-    from botocore.config import Config
-
-    # a synchronous invoke lasts as long as the function (which may wait out an outage): not the short default
-    lambda_client = boto3.session.Session().client("lambda", region_name=region, config=Config(
-        read_timeout=900, connect_timeout=5, retries={"max_attempts": 1}))
-    sqs = client("sqs")
-    recoveries: list[tuple[str, Recovery]] = []
-    for function in functions:
-        if function == "consumer":
-            invoke = lambda_invoker(lambda_client, kinesis_layer["ConsumerFunctionName"])
-            recoveries.append((function, Recovery(function, sqs=sqs, queue_url=kinesis_layer["OnFailureQueueUrl"],
-                                                  reader=reader, say=say, deliver=batch_deliverer(
-                                                      invoke, stream_arn=stream_arn, region=region))))
-        elif function == "statistics":
-            layer = stack_outputs(cloudformation, "statistics", stage)
-            invoke = lambda_invoker(lambda_client, layer["StatisticsFunctionName"])
-            seconds = _statistics_window_seconds()
-
-            def new_mapping(invoke: Callable[[dict[str, Any]], Any] = invoke) -> TumblingWindowMapping:
-                return TumblingWindowMapping(kinesis, stream, invoke, window_seconds=seconds, maximum_retry_attempts=3,
-                                             retry_delay=2.0, region=region, function_name="statistics", say=say)
-            recoveries.append((function, Recovery(function, sqs=sqs, queue_url=layer["OnFailureQueueUrl"],
-                                                  reader=reader, say=say, window_seconds=seconds,
-                                                  recompute_window=window_recomputer(new_mapping))))
-        elif function == "search-indexer":
-            layer = stack_outputs(cloudformation, "search-indexer", stage)
-            invoke = lambda_invoker(lambda_client, layer["IndexerFunctionName"])
-            recoveries.append((function, Recovery(function, sqs=sqs, queue_url=layer["OnFailureQueueUrl"],
-                                                  reader=reader, say=say, deliver=batch_deliverer(
-                                                      invoke, stream_arn=stream_arn, region=region, batch_size=500))))
         else:
             raise ValueError(f"unknown function {function!r}; expected one of {FUNCTIONS}")
     return recoveries

@@ -10,8 +10,9 @@ The original design's procedure, made one command (``letgo metrics replay --sinc
    time, so it lands in the same windows), then on from the stream.
 
 Windows are assigned by arrival time and the final invocation of a window replaces its rows, so the
-replayed rows are exactly those a correct run would have written. In AWS the event source mapping's
-starting position cannot be changed, so step 3 deletes it and creates it again at ``AT_TIMESTAMP``.
+replayed rows are exactly those a correct run would have written. Here: the steps (:func:`replay_local`) and
+the whole procedure on the running local stage (:func:`replay_running_stage`). On AWS the event source
+mapping's starting position cannot be changed in place: :mod:`letgo.ops.replay` redeploys it from T.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from typing import Any, Callable, Iterator
 
 from handlers.statistics.sink import MetricSink
 from handlers.tracking.sinks.s3objects import read_lines
+from letgo.progress import Progress
 from letgo.windows import TumblingWindowMapping
 
 
@@ -107,41 +109,31 @@ def replay_local(*, since: datetime, sink: MetricSink, new_mapping: Callable[[],
     return report
 
 
-def replay_aws(lambda_client: Any, *, function_name: str, since: datetime, sink: MetricSink, window_seconds: int,
-               retention: timedelta, deploy: Callable[[datetime], None], metric: str | None = None,
-               now: datetime | None = None, wait: Callable[[float], None] | None = None,
-               timeout_seconds: float = 300) -> ReplayReport:
-    """Stop the statistics mapping, delete rows from T, redeploy it at AT_TIMESTAMP T through CloudFormation.
+def replay_running_stage(info: dict[str, Any], *, since: datetime, retention: timedelta, metric: str | None = None,
+                         say: Callable[[str], None] = print, progress: Progress | None = None) -> ReplayReport:
+    """The whole procedure on the running local stage (``info``: :func:`letgo.stage_control.stage_info`): pause its
+    statistics consumer, replay here, and have it restart one window back — even when the replay failed."""
+    from handlers.core.aws import client
+    from handlers.statistics.lambda_statistics import build_handler
+    from letgo import stage_control
 
-    An event source mapping's starting position cannot be changed in place, and a mapping recreated behind
-    CloudFormation's back would make the stack drift; so ``deploy(T)`` runs ``humilis update`` with the
-    statistics layer's ``replay_from`` set to T — CloudFormation replaces the mapping, which reads from T
-    (with no maximum record age). Beyond the stream's retention this refuses: replay from the archive first.
-    """
-    import time
-
-    wait = wait or time.sleep
-    since = align(since, window_seconds)
-    now = now or datetime.now(timezone.utc)
-    if since < now - retention:
-        raise ValueError(f"{since:%Y-%m-%dT%H:%M}Z is beyond the stream's retention ({retention}); replay that part "
-                         f"from the raw archive (replay_local with the production database), then from the stream")
-    report = ReplayReport(since, "kinesis")
-    function_arn = lambda_client.get_function_configuration(FunctionName=function_name)["FunctionArn"]
-    mappings = lambda_client.list_event_source_mappings(FunctionName=function_arn)["EventSourceMappings"]
-    if not mappings:
-        raise ValueError(f"{function_name} has no event source mapping to replay")
-    for mapping in mappings:
-        lambda_client.update_event_source_mapping(UUID=mapping["UUID"], Enabled=False)
-    deadline = time.monotonic() + timeout_seconds
-    while any(lambda_client.get_event_source_mapping(UUID=m["UUID"])["State"] not in ("Disabled", "Deleted")
-              for m in mappings):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the statistics mapping of {function_name} did not stop within {timeout_seconds:.0f} s;"
-                               f" nothing was deleted")
-        wait(2)
-    report.notes.append(f"{len(mappings)} mapping(s) of {function_name} disabled")
-    report.rows_deleted = sink.delete_from(since, metric)
-    deploy(since)
-    report.notes.append("statistics layer redeployed with replay_from: its mapping now reads from there")
+    stage_control.pause_statistics(info)
+    say("1. statistics consumer stopped")
+    handler = build_handler({"DATABASE_URL": info["env"]["DATABASE_URL"]})
+    window = handler.metrics.stream_window_seconds
+    try:
+        report = replay_local(
+            since=since, sink=handler.sink, metric=metric, progress=progress,
+            new_mapping=lambda: TumblingWindowMapping(client("kinesis"), info["stream"], handler.handle,
+                                                      window_seconds=window),
+            retention=retention, s3=client("s3"), raw_bucket=info["env"]["RAW_BUCKET"])
+        if progress is not None:
+            progress.finish()
+        say(f"2-3. {report.describe()}")
+    finally:
+        # restart one window early: the last replayed window may be partial, and a rewrite replaces it whole
+        resume = align(datetime.now(timezone.utc), window) - timedelta(seconds=window)
+        stage_control.resume_statistics(info, resume.timestamp())
+        handler.sink.close()
+    say(f"4. statistics consumer restarted at {resume:%H:%M:%S}Z")
     return report

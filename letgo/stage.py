@@ -16,7 +16,7 @@ from typing import Any, Callable
 from handlers.core.aws import client, reset_clients
 from handlers.tracking import lambda_consumer
 from letgo.driver import EventSourceMapping, sqs_on_failure
-from letgo.migrate import migrate
+from letgo.postgres_migrations import migrate
 from letgo.services.moto import FAKE_CREDENTIALS, MotoServer
 from letgo.services.postgres import PostgresServer
 
@@ -52,6 +52,7 @@ class LocalStage:
         self.shards, self.batch_size, self.say = shards, batch_size, say
         self.max_record_age_seconds = max_record_age_seconds
         self.names = StageNames()
+        self.region = FAKE_CREDENTIALS["AWS_REGION"]  # the stage's clients are pointed there by start()
         self.moto = MotoServer(self.workdir / "moto.log")
         self.postgres = PostgresServer(self.workdir / "postgres")
         self.sentry_path = self.workdir / "sentry" / "events.jsonl"
@@ -131,7 +132,7 @@ class LocalStage:
 
     def _create_resources(self) -> None:
         s3, kinesis = client("s3"), client("kinesis")
-        region = os.environ["AWS_REGION"]
+        region = self.region
         for bucket in (self.names.raw_bucket, self.names.quarantine_bucket, self.names.processed_bucket,
                        self.names.partitioned_bucket, self.names.models_bucket):
             s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
@@ -161,7 +162,7 @@ class LocalStage:
         options.setdefault("say", self.say)
         return EventSourceMapping(client("kinesis"), self.names.stream, invoke or lambda_consumer.process_event,
                                   on_failure=sqs_on_failure(client("sqs"), self.queue_urls[function]),
-                                  region=os.environ["AWS_REGION"], function_name=function, **options)
+                                  region=self.region, function_name=function, **options)
 
     def new_window_mapping(self, invoke: Callable[[dict[str, Any]], Any], *, window_seconds: int,
                            **options: Any) -> Any:
@@ -172,4 +173,4 @@ class LocalStage:
         options.setdefault("say", self.say)
         return TumblingWindowMapping(client("kinesis"), self.names.stream, invoke, window_seconds=window_seconds,
                                      on_failure=sqs_on_failure(client("sqs"), self.queue_urls["statistics"]),
-                                     region=os.environ["AWS_REGION"], function_name="statistics", **options)
+                                     region=self.region, function_name="statistics", **options)

@@ -7,7 +7,7 @@ loads inside humilis's own virtualenv.
 """
 from pathlib import Path
 
-LAYERS_DIR = Path(__file__).resolve().parents[1] / "layers"
+LAYERS_DIR = Path(__file__).resolve().parents[2] / "layers"  # letgo/ops/ -> the repository
 
 
 def _path(name: str):

@@ -1,9 +1,10 @@
-"""Apply ``migrations/redshift/`` to a stage's cluster and publish what the loader needs.
+"""Redshift schema migrations: apply ``migrations/redshift/`` to a stage's cluster, publish what the loader needs.
 
 ``letgo warehouse migrate --stage DEV`` is the one way DDL reaches a cluster (after ``make deploy``):
 
 1. reads the stage's stack outputs (cluster, database, the Redshift-managed admin secret, the Spectrum role,
-   the processed bucket) — nothing to type, nothing secret on the command line;
+   the processed bucket: :class:`letgo.ops.warehouse.StageWarehouse`) — nothing to type, nothing secret on the
+   command line;
 2. applies every migration file not yet applied, statement by statement through the Data API (Redshift
    refuses ``CREATE EXTERNAL TABLE`` and ``ALTER`` on external tables inside a transaction block, so a file
    cannot be atomic); ``public.letgo_migrations`` records each statement as it succeeds, so a file that
@@ -137,33 +138,3 @@ class Migrator:
             names.append(name)
         self.say(f"load specs published for {len(names)} event types (s3://{self.bucket}/{LOAD_SPECS_PREFIX})")
         return names
-
-
-def stack_outputs(cloudformation: Any, layer: str, stage: str) -> dict[str, str]:
-    """A deployed layer's outputs (humilis names stacks ``letgo-<layer>-<STAGE>``)."""
-    name = f"letgo-{layer}-{stage.upper()}"
-    try:
-        stack = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
-    except cloudformation.exceptions.ClientError as exc:
-        raise MigrationError(f"stack {name} not found ({exc}): deploy the stage first "
-                             f"(`make deploy STAGE={stage.upper()}`)") from None
-    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
-
-
-@dataclass(frozen=True)
-class StageWarehouse:
-    """A deployed stage's warehouse, from its stacks' outputs (humilis names stacks ``letgo-<layer>-<STAGE>``)."""
-
-    cluster_id: str
-    database: str
-    secret_arn: str
-    spectrum_role_arn: str
-    glue_database: str
-    processed_bucket: str
-
-    @classmethod
-    def from_stacks(cls, cloudformation: Any, stage: str) -> "StageWarehouse":
-        redshift = stack_outputs(cloudformation, "redshift", stage)
-        storage = stack_outputs(cloudformation, "storage", stage)
-        return cls(redshift["ClusterIdentifier"], redshift["DatabaseName"], redshift["MasterSecretArn"],
-                   redshift["SpectrumRoleArn"], redshift["GlueDatabase"], storage["ProcessedBucketName"])

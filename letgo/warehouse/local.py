@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 from collections import defaultdict
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -292,6 +293,26 @@ def format_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, limit
     more = f" (showing {len(shown)})" if len(shown) < len(rows) else ""
     out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''}{more})")
     return "\n".join(out)
+
+
+@contextmanager
+def sql_history(target: Path) -> Iterator[None]:
+    """The prompt's line history, kept in ``<target>/.sql_history`` (no history where readline is missing)."""
+    try:
+        import readline
+    except ImportError:  # e.g. Windows without pyreadline: a prompt without history
+        yield
+        return
+    history = target / ".sql_history"
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        readline.read_history_file(history)
+    except OSError:
+        pass
+    try:
+        yield
+    finally:
+        readline.write_history_file(history)
 
 
 def repl(warehouse: LocalWarehouse, *, read: Callable[[str], str] = input, write: Callable[[str], Any] = print,

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from handlers.core.aws import client
-from letgo import cli
+from letgo import cli, stage_control
 from letgo.traffic import generate
 from letgo.warehouse import ddl
 from letgo.warehouse.local import LocalWarehouse, materialise, repl, snake_case
@@ -143,7 +143,7 @@ def test_cli_sync_query_and_prompt(traffic, tmp_path, monkeypatch, capsys):
     keys = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
     stage_file.write_bytes(orjson.dumps({"pid": os.getpid(), "stream": traffic.names.stream,
                                          "env": {k: os.environ[k] for k in keys if k in os.environ}}))
-    monkeypatch.setattr(cli, "STAGE_FILE", stage_file)
+    monkeypatch.setattr(stage_control, "STAGE_FILE", stage_file)
     target = tmp_path / "warehouse"
     assert cli.main(["warehouse", "sync", "--dir", str(target)]) == 0
     counts = pg_counts(traffic)

@@ -10,7 +10,7 @@ import pytest
 
 from handlers.core.aws import client
 from handlers.statistics.sink import MetricSink
-from letgo.replay import replay_aws
+from letgo.ops.replay import replay_aws
 
 pytestmark = pytest.mark.functional
 

@@ -13,7 +13,7 @@ import pytest
 
 from handlers.core.aws import client
 from handlers.warehouse.loader import LOAD_SPECS_PREFIX, Loader, LoadSpecMissing
-from letgo.warehouse.migrate import Migrator
+from letgo.ops.redshift_migrations import Migrator
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.functional

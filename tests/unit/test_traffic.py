@@ -145,7 +145,7 @@ def _digest(plan: TrafficPlan) -> str:
 @pytest.mark.unit
 def test_generate_bytes_are_pinned_for_a_seed_and_a_time() -> None:
     """The generator's output is part of its contract (replayable runs, the e2e demo's counts): a refactoring of
-    letgo/traffic.py must keep these hashes; a deliberate change of the traffic updates them in its own commit."""
+    letgo/traffic/ must keep these hashes; a deliberate change of the traffic updates them in its own commit."""
     assert _digest(generate(2000, seed=7, now=NOW)) == \
         "6d29bad8092b3e3d25a6f592cf82b2cf7332289d66a2f4bdcaa376b4b57ca7ab"
     assert _digest(generate(300, seed=3, now=NOW, malformed_share=0.2, duplicate_share=0.05, batch_share=0.5,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from letgo.warehouse.migrate import LEDGER, MigrationError, Migrator, split_statements, substitute
+from letgo.ops.redshift_migrations import LEDGER, MigrationError, Migrator, split_statements, substitute
 
 pytestmark = pytest.mark.unit
 

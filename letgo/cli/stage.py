@@ -1,0 +1,21 @@
+"""``letgo stage up | down``: run the local stage until Ctrl-C or ``down`` (:mod:`letgo.stage_control`)."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    stage = sub.add_parser("stage", help="the local stage")
+    stage.add_argument("action", choices=["up", "down"])
+    stage.add_argument("--write-key", default="local-write-key")
+    stage.set_defaults(func=cmd_stage)
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    from letgo.stage_control import run_stage, stop_stage
+
+    if args.action == "up":
+        return run_stage(args.write_key)
+    stop_stage()
+    return 0
