@@ -64,6 +64,7 @@ class MemoryStore:
     versions: dict[str, dict[str, Any]] = field(default_factory=dict)
     pointer: Pointer | None = None
     killed: bool = False
+    kill_switch_error: Exception | None = None  # what reading a malformed kill switch raises (InvalidKillSwitch)
     loads: list[str] = field(default_factory=list)
     bucket: str = "memory"
     prefix: str = "models/"
@@ -85,6 +86,8 @@ class MemoryStore:
         return self.pointer
 
     def kill_switch(self, model: str) -> bool:
+        if self.kill_switch_error is not None:
+            raise self.kill_switch_error
         return self.killed
 
     def kill_switch_key(self, model: str) -> str:

@@ -223,8 +223,8 @@ class GuardRails:
       may move by at most that fraction. Training refuses a candidate whose median change against the current
       model on the holdout exceeds it; the serving wrapper caps what it serves within the window.
     * ``kill_switch_env``: an environment variable that, when true, turns the model off (the store also keeps
-      a kill-switch flag per model, :meth:`handlers.ml.store.ModelStore.kill_switch`, for a switch without a
-      redeploy).
+      a kill-switch flag per model, set by an operator with :func:`handlers.ml.killswitch.switch`, for a switch
+      without a redeploy).
     """
 
     output_field: str

@@ -19,7 +19,8 @@ from __future__ import annotations
 from handlers.ml.report import TrainingReport
 
 __all__ = ["InvalidModelInput", "StoreError", "ModelNotFound", "NoCurrentModel", "ChecksumMismatch", "UntrustedTypes",
-           "NoValidatedVersion", "TrainingRejected", "DataChecksFailed", "GatesFailed", "TrainingDataError"]
+           "InvalidKillSwitch", "NoValidatedVersion", "TrainingRejected", "DataChecksFailed", "GatesFailed",
+           "TrainingDataError"]
 
 
 class InvalidModelInput(Exception):
@@ -70,6 +71,15 @@ class UntrustedTypes(StoreError):
         self.version, self.types = version, types
         super().__init__(model, f"version {version}: the artefact holds types outside the trusted list: "
                                 f"{', '.join(types)}")
+
+
+class InvalidKillSwitch(StoreError):
+    """The model's ``kill_switch.json`` is not in its format (:class:`handlers.ml.store.KillSwitch`): refused."""
+
+    def __init__(self, model: str, key: str, problem: str) -> None:
+        self.problem = problem
+        super().__init__(model, f"the kill switch is malformed: {problem}; write it with "
+                                f"handlers.ml.killswitch.switch", key=key)
 
 
 class NoValidatedVersion(StoreError):

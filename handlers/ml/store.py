@@ -8,7 +8,7 @@ Layout under ``s3://<bucket>/<prefix>`` (prefix ``models/`` by default)::
     <name>/current.json                         the pointer: which version is served
     <name>/validated/<version>.json             one marker per version the validator accepted
     <name>/pointer-log/<time>-<version>.json    every move of the pointer, with its reason (audit trail)
-    <name>/kill_switch.json                     an operator's off switch for the model
+    <name>/kill_switch.json                     an operator's off switch for the model (:class:`KillSwitch`)
 
 Why this shape:
 
@@ -44,8 +44,8 @@ from typing import Any, Callable, Iterable, Mapping
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
-from handlers.ml.errors import (ChecksumMismatch, ModelNotFound, NoCurrentModel, NoValidatedVersion, StoreError,
-                                UntrustedTypes)
+from handlers.ml.errors import (ChecksumMismatch, InvalidKillSwitch, ModelNotFound, NoCurrentModel, NoValidatedVersion,
+                                StoreError, UntrustedTypes)
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,42 @@ class ModelMetadata:
             raise ValueError(f"metadata without {', '.join(missing)}")
         return cls(**{name: document[name] for name in cls._FIELDS},
                    extra=MappingProxyType({k: v for k, v in document.items() if k not in cls._FIELDS}))
+
+
+@dataclass(frozen=True)
+class KillSwitch:
+    """``kill_switch.json``: whether an operator switched the model off, why, and when.
+
+    The file is ``{"model": ..., "on": true|false, "reason": "...", "updated_at": "...Z"}``. ``on`` must be a JSON
+    boolean — ``"false"`` is a string, and a string read as truthy would switch a model off — and ``reason`` and
+    ``updated_at``, when present, strings; other keys are ignored (a newer writer may add some). No
+    file means off. See :mod:`handlers.ml.killswitch` for the operator's functions.
+    """
+
+    model: str
+    on: bool
+    reason: str = ""
+    updated_at: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "on": self.on, "reason": self.reason, "updated_at": self.updated_at}
+
+    @classmethod
+    def from_json(cls, model: str, key: str, body: bytes) -> "KillSwitch":
+        """The switch in ``body``; :class:`InvalidKillSwitch` naming what is wrong when it is not in the format."""
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidKillSwitch(model, key, f"not JSON ({exc})") from None
+        if not isinstance(document, dict):
+            raise InvalidKillSwitch(model, key, f"a JSON object is expected, not {type(document).__name__}")
+        if not isinstance(document.get("on"), bool):
+            raise InvalidKillSwitch(model, key, f"'on' must be true or false (a JSON boolean), not "
+                                                f"{orjson.dumps(document.get('on')).decode()}")
+        for name in ("reason", "updated_at"):
+            if document.get(name) is not None and not isinstance(document[name], str):
+                raise InvalidKillSwitch(model, key, f"'{name}' must be a string")
+        return cls(model, document["on"], document.get("reason") or "", document.get("updated_at"))
 
 
 @dataclass(frozen=True)
@@ -364,10 +400,20 @@ class ModelStore:
         return target
 
     # the kill switch -------------------------------------------------------------------------------------------
-    def set_kill_switch(self, model: str, on: bool, *, reason: str = "") -> None:
-        self._put_json(model, self.kill_switch_key(model),
-                       {"model": model, "on": bool(on), "reason": reason, "updated_at": _iso(self.clock())})
+    def set_kill_switch(self, model: str, on: bool, *, reason: str = "") -> KillSwitch:
+        """Write the switch (``on`` a bool, ``reason`` a string: nothing else is ever written); returns it."""
+        if not isinstance(on, bool) or not isinstance(reason, str):
+            raise TypeError(f"the kill switch is on=True|False with a string reason, not on={on!r} reason={reason!r}")
+        switch = KillSwitch(model, on, reason, _iso(self.clock()))
+        self._put_json(model, self.kill_switch_key(model), switch.to_dict())
+        return switch
+
+    def kill_switch_state(self, model: str) -> KillSwitch:
+        """The switch as written (off when there is no file); :class:`InvalidKillSwitch` when it is malformed."""
+        key = self.kill_switch_key(model)
+        body = self._get(model, key)
+        return KillSwitch(model, False) if body is None else KillSwitch.from_json(model, key, body)
 
     def kill_switch(self, model: str) -> bool:
-        body = self._get(model, self.kill_switch_key(model))
-        return bool(body and orjson.loads(body).get("on"))
+        """Whether the model is switched off in the store (:meth:`kill_switch_state`, its ``on``)."""
+        return self.kill_switch_state(model).on

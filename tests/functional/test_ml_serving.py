@@ -14,7 +14,8 @@ import sentry_sdk
 from sklearn.linear_model import LogisticRegression
 
 from handlers.core.alerts import read_local_alerts
-from handlers.ml import artifacts
+from handlers.ml import artifacts, killswitch
+from handlers.ml.errors import InvalidKillSwitch, NoCurrentModel
 from handlers.ml.serving.client import HttpClient
 from handlers.ml.store import ModelStore
 from tests.ml_kit import definition
@@ -121,6 +122,39 @@ def test_kill_switch_answers_503_until_it_is_switched_off(store):
     assert store.kill_switch_key(NAME) in off.body["error"]["message"]
     assert operator.status == 200 and operator.body["variant"] == "pinned"
     assert on.status == 200 and on.body["version"] == version
+
+
+def test_the_operator_kill_switch_and_a_malformed_one_written_by_hand(store, sentry_file):
+    """``{"on": "false"}`` used to switch the model off (a string is truthy): now it is refused and reported."""
+    with pytest.raises(NoCurrentModel):
+        killswitch.switch(store, NAME, True, reason="a model never published: most likely a typo")
+    version = publish(store, trained_artefact("good"))
+    assert killswitch.status(store, NAME).on is False
+    with serving(DEFINITION, store) as (server, _):
+        client = HttpClient(server.url)
+        written = killswitch.switch(store, NAME, True, reason="prices look wrong in TR")
+        wait_for_health(server.url, lambda h: h["kill_switch"]["on"], "the kill switch")
+        store.s3.put_object(Bucket=store.bucket, Key=store.kill_switch_key(NAME), Body=b'{"on": "false"}')
+        wait_for_health(server.url, lambda h: h["kill_switch"]["problem"], "the refused kill switch")
+        still_off = client.request("POST", PATH, request_body())
+        _, refused_while_off = get_json(f"{server.url}/health")
+        with pytest.raises(InvalidKillSwitch):
+            killswitch.status(store, NAME)
+        killswitch.switch(store, NAME, False, reason="fixed")  # writing it again repairs it
+        wait_for_health(server.url, lambda h: not h["kill_switch"]["on"] and not h["kill_switch"]["problem"], "on")
+        store.s3.put_object(Bucket=store.bucket, Key=store.kill_switch_key(NAME), Body=b'{"on": tru')
+        wait_for_health(server.url, lambda h: h["status"] == "kill_switch_invalid", "the unreadable kill switch")
+        served = client.request("POST", PATH, request_body())
+        code, refused_while_on = get_json(f"{server.url}/health")
+    sentry_sdk.flush()
+
+    assert (written.on, written.reason) == (True, "prices look wrong in TR") and written.updated_at
+    assert still_off.status == 503 and refused_while_off["status"] == "disabled"
+    assert "'on' must be true or false" in refused_while_off["kill_switch"]["problem"]
+    assert served.status == code == 200 and served.body["version"] == version
+    assert refused_while_on["kill_switch"]["on"] is False and "not JSON" in refused_while_on["kill_switch"]["problem"]
+    issues = [i for i in read_local_alerts(sentry_file) if i["fingerprint"][0] == "ml-serving-kill-switch"]
+    assert [(issue["fingerprint"], issue["events"]) for issue in issues] == [(["ml-serving-kill-switch", NAME], 2)]
 
 
 def _tamper(store, version):

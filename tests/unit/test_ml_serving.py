@@ -12,8 +12,8 @@ import pytest
 from botocore.credentials import Credentials
 
 from handlers.core.config import ConfigError
-from handlers.ml.errors import ChecksumMismatch
-from handlers.ml.serving import routing
+from handlers.ml.errors import ChecksumMismatch, InvalidKillSwitch
+from handlers.ml.serving import routing, service
 from handlers.ml.serving.app import create_app
 from handlers.ml.serving.client import SigV4Signer
 from handlers.ml.serving.config import ServingConfig
@@ -293,6 +293,40 @@ def test_kill_switch_in_the_store_answers_503_until_it_is_off():
     assert off.status_code == 503 and off.json["error"]["code"] == "model_disabled"
     assert store.kill_switch_key("price_suggestion") in off.json["error"]["message"]
     assert on.status_code == 200
+
+
+def test_a_malformed_kill_switch_is_refused_the_state_last_read_stays_and_health_says_why(monkeypatch):
+    reported = []
+    monkeypatch.setattr(service, "report_kill_switch_problem",
+                        lambda model, exc, on: reported.append((exc.problem, on)))
+    store = MemoryStore()
+    store.add("v1", {"eur": 250.0})
+    client = app_for(store).test_client()
+    malformed = InvalidKillSwitch("price_suggestion", "models/price_suggestion/kill_switch.json",
+                                  "'on' must be true or false (a JSON boolean), not \"false\"")
+
+    store.kill_switch_error = malformed  # served, then a malformed switch: still served, and /health says so
+    store.add("v2", {"eur": 300.0})  # the pointer is still followed meanwhile
+    served_meanwhile = served(client)
+    invalid = client.get("/health")
+    served(client)  # another check: the same problem is not reported twice
+    store.kill_switch_error, store.killed = None, True  # a valid switch: off
+    off = client.post(PATH, json=request_body())
+    store.kill_switch_error = malformed  # off, then malformed: stays off
+    still_off = client.post(PATH, json=request_body())
+    health_off = client.get("/health").json
+    store.kill_switch_error, store.killed = None, False
+    on = served(client)
+
+    assert served_meanwhile["version"] == "v2"
+    assert invalid.status_code == 200 and invalid.json["status"] == "kill_switch_invalid"
+    assert invalid.json["kill_switch"] == {"on": False, "store": False, "problem": malformed.problem,
+                                           "env": {"name": RAILS.kill_switch_env, "on": False}}
+    assert off.status_code == still_off.status_code == 503
+    assert health_off["status"] == "disabled" and health_off["kill_switch"]["problem"] == malformed.problem
+    assert on["version"] == "v2" and client.get("/health").json["kill_switch"]["problem"] is None
+    assert client.get("/health").json["status"] == "ok"
+    assert reported == [(malformed.problem, False), (malformed.problem, True)]
 
 
 @pytest.mark.parametrize("value, disabled", [("1", True), ("true", True), ("tru", True), ("0", False), ("", False)])

@@ -1,4 +1,5 @@
-"""Sentry reports of the serving side: a candidate that failed live validation, a version that would not load.
+"""Sentry reports of the serving side: a candidate that failed live validation, a version that would not load, a
+kill switch that cannot be read.
 
 Same rules as :mod:`handlers.ml.alerts` (training) and :mod:`handlers.core.alerts` (tracking): an explicit
 fingerprint, so a model that keeps failing the same golden requests adds events to one issue while a new
@@ -33,6 +34,21 @@ def report_validation_problem(report: Any) -> bool:
         return True
     except Exception:  # noqa: BLE001 - reporting must never stop the rollback
         log.exception("could not report the validation problem to Sentry")
+        return False
+
+
+def report_kill_switch_problem(model: str, error: Exception, *, on: bool) -> bool:
+    """One Sentry message when a serving process refuses a malformed kill switch (it keeps the state it had)."""
+    try:
+        with sentry_sdk.new_scope() as scope:
+            scope.fingerprint = ["ml-serving-kill-switch", model]
+            scope.set_tag("model", model)
+            scope.set_extra("message", str(error))
+            sentry_sdk.capture_message(f"{model}: the kill switch in the model store is malformed and refused; the "
+                                       f"model stays {'switched off' if on else 'served'}", level="error")
+        return True
+    except Exception:  # noqa: BLE001 - reporting must never break serving
+        log.exception("could not report the kill-switch problem to Sentry")
         return False
 
 

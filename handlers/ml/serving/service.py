@@ -13,7 +13,9 @@ the skops types against the definition's allow-list before building anything. Th
 background thread (or inline, configurable); requests keep the previous version until the new one is
 completely built, then one reference assignment swaps it in: a half-loaded model is never visible. A load
 that fails (tampered bytes, untrusted types, S3 down) leaves the previous version in place, shows in
-``/health`` and goes to Sentry once per version and error kind; the next check tries again.
+``/health`` and goes to Sentry once per version and error kind; the next check tries again. A kill switch
+not in its format (:class:`handlers.ml.store.KillSwitch`: ``"on": "false"`` is a string) is refused the same
+way: the state last read stays, ``/health`` says ``kill_switch_invalid`` with the problem, Sentry hears once.
 
 **Variants.** ``stable`` is what the pointer names. ``canary`` is an extra version from the configuration,
 answered to a sticky share of users (:mod:`handlers.ml.serving.routing`). ``pinned`` is a version asked for
@@ -33,9 +35,9 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from handlers.ml.definition_types import ModelDefinition
-from handlers.ml.errors import InvalidModelInput, ModelNotFound
+from handlers.ml.errors import InvalidKillSwitch, InvalidModelInput, ModelNotFound
 from handlers.ml.serving import routing
-from handlers.ml.serving.alerts import report_reload_problem
+from handlers.ml.serving.alerts import report_kill_switch_problem, report_reload_problem
 from handlers.ml.serving.config import FALSE, ServingConfig
 from handlers.ml.serving.errors import (InvalidInput, ModelDisabled, ModelUnavailable, ModelUnloadable,
                                         PredictionFailed, UnknownVersion, VersionHeaderDisabled)
@@ -115,6 +117,7 @@ class ModelService:
         self._refresh_lock = threading.Lock()  # one check/load at a time per process
         self._kill_store = False
         self._kill_env = False
+        self._kill_problem: str | None = None  # why the store's switch was refused at the last check
         self._pointer: dict[str, Any] | None = None
         self._last_check: float | None = None
         self._last_check_at: str | None = None
@@ -167,7 +170,7 @@ class ModelService:
         self._kill_env = env_switch_on(self.config.environ.get(self.definition.guard_rails.kill_switch_env))
         try:
             pointer = self.store.current(self.name)
-            self._kill_store = self.store.kill_switch(self.name)
+            self._kill_store = self._read_kill_switch()
         except Exception as exc:  # noqa: BLE001 - S3 down, a garbled pointer: keep serving what is loaded
             log.error("model %s: cannot read the pointer / kill switch (%s); serving %s unchanged", self.name,
                       exc, self._stable.version if self._stable else "nothing")
@@ -183,6 +186,19 @@ class ModelService:
                 self._problem = None
         if self.config.canary_version and self._canary is None:
             self._load_canary(self.config.canary_version)
+
+    def _read_kill_switch(self) -> bool:
+        """The store's switch; a malformed one is refused: the state last read stays, /health and Sentry say why."""
+        try:
+            on = self.store.kill_switch(self.name)
+        except InvalidKillSwitch as exc:
+            if self._kill_problem != exc.problem:  # once per distinct problem, not every check
+                log.error("model %s: %s; the kill switch stays %s", self.name, exc, "on" if self._kill_store else "off")
+                report_kill_switch_problem(self.name, exc, on=self._kill_store)
+            self._kill_problem = exc.problem
+            return self._kill_store
+        self._kill_problem = None
+        return on
 
     def _reuse(self, version: str, sha256: str | None = None) -> Served | None:
         """A version already loaded in this process (e.g. the validator pinned the candidate just before)."""
@@ -324,7 +340,8 @@ class ModelService:
     # -- reporting -------------------------------------------------------------------------------------------------
     def kill_switch(self) -> dict[str, Any]:
         return {"on": self.kill_switch_on, "store": self._kill_store,
-                "env": {"name": self.definition.guard_rails.kill_switch_env, "on": self._kill_env}}
+                "env": {"name": self.definition.guard_rails.kill_switch_env, "on": self._kill_env},
+                "problem": self._kill_problem}
 
     def _pinned_versions(self) -> list[str]:
         with self._pinned_lock:
@@ -332,7 +349,8 @@ class ModelService:
 
     def health(self) -> dict[str, Any]:
         stable, canary = self._stable, self._canary
-        status = "disabled" if self.kill_switch_on else "ok" if stable else "no_model"
+        status = ("disabled" if self.kill_switch_on else "no_model" if stable is None
+                  else "kill_switch_invalid" if self._kill_problem else "ok")
         return {
             "status": status, "model": self.name,
             "served": {"stable": stable.describe() if stable else None,
