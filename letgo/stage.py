@@ -3,7 +3,8 @@
 moto server (S3, Kinesis, Firehose, SQS) + a real PostgreSQL cluster under ``.local/`` + the local
 Sentry store + the event-source-mapping driver, all wired through the *same* environment variables the
 Lambda reads in AWS (``RAW_BUCKET``, ``FIREHOSE_STREAM``, ``DATABASE_URL``…). Only ``AWS_ENDPOINT_URL``
-differs. ``with LocalStage(...) as stage:`` starts everything and always stops it.
+differs. ``with LocalStage(...) as stage:`` starts everything and always stops it. ``letgo stage up`` runs it
+with the statistics, the search indexer and the HTTP servers around it: :mod:`letgo.stage_control`.
 """
 from __future__ import annotations
 
