@@ -40,6 +40,15 @@ class StageNames:
     indexer_on_failure_queue: str = "letgo-search-indexer-on-failure-local"
 
 
+class StageAlreadyRunning(RuntimeError):
+    """A local stage is live in this folder (its PostgreSQL answers): starting another would wipe it."""
+
+    def __init__(self, workdir: Path, postgres_pid: int) -> None:
+        self.workdir, self.postgres_pid = workdir, postgres_pid
+        super().__init__(f"a local stage is already running in {workdir} (PostgreSQL pid {postgres_pid}); "
+                         f"stop it first (`letgo stage down`)")
+
+
 # How long the local mappings hold a failing batch before its coordinates go to the on-failure queue: long
 # enough to ride out a restart of PostgreSQL or the emulator, short enough that a stage someone forgot does not
 # wait forever (AWS: see max_record_age_seconds in environments/parameters.yaml).
@@ -87,8 +96,7 @@ class LocalStage:
     def refuse_if_running(self) -> None:
         running = self._running_postmaster()
         if running is not None:  # never wipe the folder of a live stage (e.g. `letgo stage up` in another shell)
-            raise RuntimeError(f"a local stage is already running in {self.workdir} (PostgreSQL pid {running}); "
-                               f"stop it first (`letgo stage down`)")
+            raise StageAlreadyRunning(self.workdir, running)
 
     def start(self) -> None:
         self.refuse_if_running()

@@ -5,7 +5,8 @@ runs, calls the module that does the work — the local stage (:mod:`letgo.stage
 the tools beside it (:mod:`letgo.replay`, :mod:`letgo.recover`, :mod:`letgo.redrive`, :mod:`letgo.warehouse`,
 :mod:`letgo.search_local`, :mod:`letgo.ml_local`) or the AWS operations on a deployed stage (:mod:`letgo.ops`) —
 then prints what came back. Expected failures are types, turned into one ``error:`` line and an exit status
-here, in :func:`main`: a bad definition or configuration 2, no running stage or a missing stack 1.
+here, in :func:`main`: a bad definition or configuration 2, no running stage or a missing stack 1 (a stage
+already running: the commands that start one, as they import the stage).
 
 Heavy imports happen inside the commands, so ``letgo events validate`` does not load the search engine.
 """
@@ -65,8 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     except (DefinitionError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (StageNotRunning, StageUnresponsive, StackError) as exc:
-        print(f"error: {exc}" if isinstance(exc, StackError) else str(exc), file=sys.stderr)
+    except (StageNotRunning, StageUnresponsive) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 
@@ -14,6 +15,11 @@ def register(sub: Any) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from letgo.demo import run_demo
+    from letgo.stage import StageAlreadyRunning
 
-    report = run_demo(args.events, seed=args.seed)
+    try:
+        report = run_demo(args.events, seed=args.seed)
+    except StageAlreadyRunning as exc:  # `letgo stage up` in another shell: never wipe its folder
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0 if report["ok"] else 1

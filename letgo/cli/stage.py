@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 
@@ -15,7 +16,13 @@ def register(sub: Any) -> None:
 def cmd_stage(args: argparse.Namespace) -> int:
     from letgo.stage_control import run_stage, stop_stage
 
-    if args.action == "up":
+    if args.action == "down":
+        stop_stage()
+        return 0
+    from letgo.stage import StageAlreadyRunning
+
+    try:
         return run_stage(args.write_key)
-    stop_stage()
-    return 0
+    except StageAlreadyRunning as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
