@@ -54,7 +54,7 @@ PACKAGES = {
                 "bundle": {"files": {"Dockerfile": "handlers/ml/Dockerfile.serving"}}},
     # the warehouse loader: the runtime's boto3 only (Redshift Data API, S3)
     "warehouse": {"code": ["handlers/__init__.py", "handlers/core/__init__.py", "handlers/core/aws.py",
-                           "handlers/warehouse"], "data": [], "requirements": False},
+                           "handlers/core/config.py", "handlers/warehouse"], "data": [], "requirements": False},
 }
 SKIP_PARTS = {"__pycache__", ".pytest_cache"}
 

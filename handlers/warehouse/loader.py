@@ -26,17 +26,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 from urllib.parse import unquote_plus
 
 from botocore.exceptions import ClientError
 
 from handlers.core import aws
+from handlers.core.config import Env
 from handlers.warehouse.redshift_data import RedshiftData, Target
 
 LOG = logging.getLogger(__name__)
@@ -229,16 +229,12 @@ class Loader:
         return {"results": results}
 
 
-def build_loader(env: dict[str, str] | None = None) -> Loader:
-    env = dict(os.environ if env is None else env)
-    missing = [name for name in ("CLUSTER_ID", "DATABASE", "SECRET_ARN", "PROCESSED_BUCKET", "COPY_ROLE_ARN")
-               if not env.get(name)]
-    if missing:
-        raise RuntimeError(f"warehouse loader misconfigured: set {', '.join(missing)}")
-    target = Target(env["CLUSTER_ID"], env["DATABASE"], env["SECRET_ARN"])
-    return Loader(RedshiftData(target, timeout_seconds=float(env.get("STATEMENT_TIMEOUT_SECONDS", "600"))),
-                  bucket=env["PROCESSED_BUCKET"], role_arn=env["COPY_ROLE_ARN"],
-                  cluster_days=int(env.get("CLUSTER_DAYS", "30")))
+def build_loader(env: Env | Mapping[str, str] | None = None) -> Loader:
+    env = env if isinstance(env, Env) else Env(env)
+    target = Target(env.required("CLUSTER_ID"), env.required("DATABASE"), env.required("SECRET_ARN"))
+    return Loader(RedshiftData(target, timeout_seconds=env.number("STATEMENT_TIMEOUT_SECONDS", 600, minimum=1)),
+                  bucket=env.required("PROCESSED_BUCKET"), role_arn=env.required("COPY_ROLE_ARN"),
+                  cluster_days=env.integer("CLUSTER_DAYS", 30, minimum=1))
 
 
 _loader: Loader | None = None

@@ -475,3 +475,20 @@ def test_every_stream_mapping_waits_out_an_outage_and_queues_only_while_the_stre
     from handlers.core.runtime import SAFETY_MARGIN_SECONDS
 
     assert consumer["Timeout"] >= 2 * SAFETY_MARGIN_SECONDS  # room to wait, and room to finish a slow attempt
+
+
+@pytest.mark.parametrize("package, module", [("warehouse", "handlers.warehouse.loader"),
+                                             ("authorizer", "handlers.collector.authorizer")])
+def test_lean_packages_import_from_their_own_zip(package, module, tmp_path):
+    """The packages without wheels (the runtime's boto3 only) carry every module their entry point imports:
+    the zip alone comes first on the path, so a module it lacks cannot be found in the checkout instead."""
+    import zipfile
+
+    manifest = json.loads((REPO / "dist" / "manifest.json").read_text())
+    with zipfile.ZipFile(REPO / "dist" / manifest[package]["file"]) as archive:
+        archive.extractall(tmp_path)
+    code = (f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import {module}; "
+            f"print({module}.__file__.startswith({str(tmp_path)!r}))")
+    done = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr[-2000:]

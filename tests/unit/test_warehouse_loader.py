@@ -128,3 +128,15 @@ def test_redshift_data_cancels_a_statement_that_outlives_its_budget():
     with stub, pytest.raises(StatementTimedOut):
         redshift.run("VACUUM events.lead")
     stub.assert_no_pending_responses()
+
+
+def test_a_missing_variable_stops_the_loader_naming_it():
+    from handlers.core.config import ConfigError
+    from handlers.warehouse.loader import build_loader
+
+    complete = {"CLUSTER_ID": "c", "DATABASE": "d", "SECRET_ARN": "s", "PROCESSED_BUCKET": "b", "COPY_ROLE_ARN": "r"}
+    for name in complete:
+        with pytest.raises(ConfigError, match=f"^{name}: is not set"):
+            build_loader({**complete, name: ""})
+    with pytest.raises(ConfigError, match="CLUSTER_DAYS"):
+        build_loader({**complete, "CLUSTER_DAYS": "thirty"})
