@@ -13,7 +13,8 @@ from jsonschema import Draft202012Validator
 from bench.schema import event_schema
 from bench.timing import alternate, progress
 from bench.workloads import Workload
-from handlers.tracking.core import Processor, RawRecord
+from handlers.core.kinesis import RawRecord
+from handlers.tracking.processor import Processor
 
 BATCH = 500
 

@@ -13,7 +13,7 @@ import psycopg
 from psycopg import sql
 
 from bench.timing import alternate, progress
-from handlers.tracking.core import Event
+from handlers.tracking.processor import Event
 from handlers.tracking.sinks.postgres import COLUMNS, PostgresSink, event_row
 
 BATCH = 500

@@ -17,7 +17,8 @@ from typing import Any
 from flask import Flask, jsonify, request
 
 from bench.timing import alternate, progress
-from handlers.tracking.core import Processor, RawRecord
+from handlers.core.kinesis import RawRecord
+from handlers.tracking.processor import Processor
 from letgo import REPO_ROOT
 
 REQUESTS = 2000

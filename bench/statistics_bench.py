@@ -14,7 +14,7 @@ from bench.timing import alternate
 from bench.workloads import Workload
 from handlers.statistics.aggregate import WindowAggregator
 from handlers.statistics.definitions import load_metrics
-from handlers.tracking.core import Processor
+from handlers.tracking.processor import Processor
 from letgo import REPO_ROOT
 
 BATCH = 500

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 import orjson
 
-from handlers.tracking.core import RawRecord
+from handlers.core.kinesis import RawRecord
 
 CATEGORIES = ("cars", "motorbikes", "electronics", "phones", "computers", "home_garden", "furniture", "fashion",
               "baby_kids", "sports_leisure", "bikes", "books_music", "games_consoles")

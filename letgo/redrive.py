@@ -14,8 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from handlers.tracking.core import Processor
 from handlers.core.kinesis import RawRecord
+from handlers.tracking.processor import Processor
 from handlers.tracking.sinks.s3objects import Quarantine
 from letgo.producer import put_records
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from handlers.tracking.core import Processor
 from handlers.core.kinesis import RawRecord
 from handlers.tracking.event_types import load_catalog
+from handlers.tracking.processor import Processor
 from handlers.tracking.settings import load_settings
 from letgo.stage import LocalStage
 from tests.stage_kit import empty_stage, private_tmp

@@ -18,7 +18,7 @@ from handlers.core.runtime import ColdStart, wait_budget
 from handlers.search import open_backend
 from handlers.search.indexer import IndexOutcome, Indexer
 from handlers.tracking.consumer import processor_from_env
-from handlers.tracking.core import Processor
+from handlers.tracking.processor import Processor
 
 _outages = OutageReporter("search-indexer")
 

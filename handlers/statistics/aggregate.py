@@ -53,7 +53,7 @@ DEFAULT_MAX_STATE_BYTES = 900_000
 
 
 class EventLike(Protocol):
-    """What the aggregator reads of :class:`handlers.tracking.core.Event`."""
+    """What the aggregator reads of :class:`handlers.tracking.processor.Event`."""
 
     type: str
     user_id: str | None

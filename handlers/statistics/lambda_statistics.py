@@ -26,7 +26,7 @@ from handlers.statistics.aggregate import WindowAggregator
 from handlers.statistics.definitions import MetricSet, load_metrics
 from handlers.statistics.sink import MetricSink
 from handlers.tracking.consumer import processor_from_env
-from handlers.tracking.core import Processor
+from handlers.tracking.processor import Processor
 
 _outages = OutageReporter("statistics")
 

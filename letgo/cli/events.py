@@ -27,7 +27,7 @@ def events_from_file(path: Path) -> Iterator[tuple[int, bytes]]:
     Each line is handed over as is (the processing core explains what is wrong with it). An array must parse
     as a whole first: if it does not, SystemExit says why in one line (exit status 1, no traceback).
     """
-    from handlers.tracking.core import dumps_json
+    from handlers.tracking.processor import dumps_json
 
     data = path.read_bytes()
     if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark, as some editors write
@@ -50,8 +50,8 @@ def events_from_file(path: Path) -> Iterator[tuple[int, bytes]]:
 def cmd_validate(args: argparse.Namespace) -> int:
     from handlers.core.config import Env
     from handlers.core.kinesis import RawRecord
-    from handlers.tracking.core import Processor
     from handlers.tracking.event_types import load_catalog
+    from handlers.tracking.processor import Processor
     from handlers.tracking.settings import DEFAULT_SETTINGS, load_settings
 
     settings = load_settings(Env().path("TRACKING_CONFIG", DEFAULT_SETTINGS))  # the stage's file, as deployed

@@ -12,7 +12,7 @@ The layout, per event type ``ItemListed`` (table ``item_listed``):
   and lists stay ``SUPER``). ``DISTSTYLE AUTO`` (Redshift picks and changes it as the table grows; no single
   join key fits every type) and ``SORTKEY(event_time)`` (every analysis is time-bounded, and the union view
   cuts on it). Loaded by ``COPY ... FORMAT AS JSON '<jsonpaths>'`` from the Firehose JSON lines
-  (:meth:`handlers.tracking.core.Event.to_document`); :func:`jsonpaths` is that file and :func:`load_spec`
+  (:meth:`handlers.tracking.processor.Event.to_document`); :func:`jsonpaths` is that file and :func:`load_spec`
   what the warehouse loader (:mod:`handlers.warehouse.loader`) needs to COPY each delivered object.
 * ``history.item_listed`` — a Spectrum external table over every event ever delivered,
   ``s3://<processed>/events/type=ItemListed/dt=<YYYY-MM-DD>/`` (Firehose dynamic partitioning; ``dt`` is the

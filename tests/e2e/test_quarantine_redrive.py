@@ -11,8 +11,8 @@ import pytest
 
 from handlers.core.aws import client
 from handlers.tracking import lambda_consumer
-from handlers.tracking.core import Processor
 from handlers.tracking.event_types import load_catalog
+from handlers.tracking.processor import Processor
 from handlers.tracking.settings import load_settings
 from handlers.tracking.sinks.s3objects import Quarantine
 from letgo.redrive import redrive

@@ -14,7 +14,7 @@ import pytest
 from handlers.statistics.aggregate import OTHER, MetricRow, StateTooLarge, WindowAggregator, state_bytes
 from handlers.statistics.definitions import MetricDefinition, MetricSet, load_metrics
 from handlers.statistics.hll import HyperLogLog
-from handlers.tracking.core import Processor
+from handlers.tracking.processor import Processor
 from handlers.tracking.settings import load_settings
 from letgo.traffic import generate
 from tests.conftest import record

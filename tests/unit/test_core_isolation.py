@@ -10,9 +10,9 @@ from datetime import datetime
 import orjson
 import pytest
 
-from handlers.tracking.core import Duplicate, Event, Processor, dumps_json
 from handlers.tracking.errors import Reason, Rejection
 from handlers.tracking.event_types import load_catalog
+from handlers.tracking.processor import Duplicate, Event, Processor, dumps_json
 from handlers.tracking.settings import load_settings
 from tests.conftest import EVENTS, REPO, record
 

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 import orjson
 import pytest
 
-from handlers.tracking.core import Processor
+from handlers.tracking.processor import Processor
 from handlers.tracking.settings import load_settings
 from letgo.traffic import generate
 from tests.conftest import record

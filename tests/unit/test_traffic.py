@@ -11,10 +11,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from handlers.tracking.core import BatchResult, Processor
 from handlers.core.kinesis import RawRecord
 from handlers.tracking.errors import Reason
 from handlers.tracking.event_types import load_catalog
+from handlers.tracking.processor import BatchResult, Processor
 from handlers.tracking.settings import load_settings
 from letgo.traffic import MALFORMED_REASONS, TrafficPlan, generate
 

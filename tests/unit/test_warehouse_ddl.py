@@ -12,9 +12,9 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
-from handlers.tracking.core import Event
 from handlers.tracking.errors import DefinitionError
 from handlers.tracking.event_types import EventType, load_catalog
+from handlers.tracking.processor import Event
 from handlers.warehouse import loader
 from letgo.warehouse import ddl
 

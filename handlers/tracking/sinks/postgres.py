@@ -40,8 +40,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from handlers.core.failures import describe, postgres_data_error
-from handlers.tracking.core import Event
 from handlers.tracking.errors import SinkError, SinkUnavailable
+from handlers.tracking.processor import Event
 
 COLUMNS = ("message_id", "event_type", "event_time", "received_at", "sent_at", "user_id", "anonymous_id",
            "schema_version", "context", "properties")

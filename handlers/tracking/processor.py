@@ -32,7 +32,7 @@ from handlers.core.kinesis import RawRecord
 from handlers.tracking.errors import Invalid, Reason, Rejection
 from handlers.tracking.event_types import Catalog
 from handlers.tracking.fastpath import FastDecoder, to_builtins
-from handlers.tracking.fields import canonical_timestamp, format_timestamp, sanitise_string
+from handlers.tracking.fields import canonical_timestamp, sanitise_string
 from handlers.tracking.settings import Settings
 
 SEGMENT_CALLS = frozenset({"track", "screen", "identify", "page", "group", "alias"})
