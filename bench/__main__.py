@@ -18,7 +18,7 @@ import orjson
 from bench import core_bench, pg_bench, search_bench, serving_bench, statistics_bench
 from bench.timing import pin_to_one_core, progress, unpinned
 from bench.workloads import lead_events, traffic_mix
-from handlers.tracking.event_types import load_catalog
+from handlers.schema.event_types import load_catalog
 from handlers.tracking.processor import Processor
 from handlers.tracking.settings import load_settings
 from letgo import REPO_ROOT

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from handlers.tracking.event_types import Catalog, normalise_spec
+from handlers.schema.event_types import Catalog, normalise_spec
 
 TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$"
 

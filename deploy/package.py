@@ -125,9 +125,9 @@ def check_statistics_window(repo: Path = REPO, meta: Path = STATISTICS_META) -> 
 
     if str(repo) not in sys.path:
         sys.path.insert(0, str(repo))
+    from handlers.schema.errors import DefinitionError
+    from handlers.schema.event_types import load_catalog
     from handlers.statistics.definitions import load_metrics
-    from handlers.tracking.errors import DefinitionError
-    from handlers.tracking.event_types import load_catalog
     from handlers.tracking.settings import load_settings
 
     try:

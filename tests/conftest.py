@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from handlers.core.kinesis import RawRecord
-from handlers.tracking.event_types import load_catalog
+from handlers.schema.event_types import load_catalog
 from handlers.tracking.processor import Processor
 from handlers.tracking.settings import load_settings
 from letgo.stage import LocalStage

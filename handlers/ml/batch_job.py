@@ -42,10 +42,10 @@ from handlers.core.aws import client
 from handlers.core.config import ConfigError
 from handlers.ml.definition import load_definition
 from handlers.ml.errors import TrainingRejected
-from handlers.ml.store import ModelStore
 from handlers.ml.report import TrainingReport
+from handlers.ml.store import ModelStore
 from handlers.ml.training import run_training
-from handlers.tracking.errors import DefinitionError
+from handlers.schema.errors import DefinitionError
 
 EXIT_PUBLISHED, EXIT_ERROR, EXIT_NOT_PUBLISHED = 0, 1, 2
 DEFAULT_EVENT_TYPES = Path(__file__).resolve().parents[2] / "event_types"
@@ -102,7 +102,7 @@ def train(config: JobConfig) -> tuple[int, TrainingReport | None]:
     try:
         catalog = None
         if config.event_types is not None:
-            from handlers.tracking.event_types import load_catalog
+            from handlers.schema.event_types import load_catalog
 
             catalog = load_catalog(config.event_types)
         definition = load_definition(config.definition, catalog=catalog)

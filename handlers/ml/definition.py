@@ -9,7 +9,7 @@ with typed, bounded inputs) and which known requests must keep working (golden r
 before publishing and against the live API by the validator).
 
 Everything that can be wrong with a definition is found when it is loaded — by the training job, the serving
-wrapper and the validator alike — and raises :class:`~handlers.tracking.errors.DefinitionError` naming the
+wrapper and the validator alike — and raises :class:`~handlers.schema.errors.DefinitionError` naming the
 file, the field and the reason, like a broken event type. With the event-type catalog at hand, every column
 path is also checked against the event type (declared, not personal data, a kind the column can hold); golden
 request inputs are run through their endpoint's own input checks; entry points are imported.
@@ -38,7 +38,7 @@ from handlers.ml.definition_fields import entry_point, known_keys, mapping, numb
 from handlers.ml.definition_serving import parse_endpoints, parse_golden_requests, parse_guard_rails
 from handlers.ml.definition_types import EvaluationSpec, MetricThreshold, ModelDefinition, RelativeThreshold
 from handlers.ml.metrics import METRICS
-from handlers.tracking.errors import DefinitionError
+from handlers.schema.errors import DefinitionError
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,62}$")
 TYPE_PATTERN = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
@@ -107,7 +107,7 @@ def parse_definition(doc: Any, filename: str, *, catalog: Any = None, resolve: b
                      sha256: str | None = None) -> ModelDefinition:
     """Validate a parsed YAML document; ``filename`` is what errors name.
 
-    ``catalog`` (:class:`handlers.tracking.event_types.Catalog`) adds the checks of column paths against the
+    ``catalog`` (:class:`handlers.schema.event_types.Catalog`) adds the checks of column paths against the
     event type; ``resolve`` imports the entry points (tools that only read the file can skip it). ``sha256``
     identifies the definition in every model's metadata: the file's hash when loaded from a file, else the
     hash of the document's canonical JSON.

@@ -3,7 +3,7 @@ it is wrong.
 
 The section parsers (:mod:`handlers.ml.definition`, :mod:`handlers.ml.definition_data`,
 :mod:`handlers.ml.definition_serving`) are written with these, so every refusal has one shape —
-:class:`~handlers.tracking.errors.DefinitionError` with the file, the dotted path of the field
+:class:`~handlers.schema.errors.DefinitionError` with the file, the dotted path of the field
 (``data.columns.title.path``) and the reason — and a section reads as the list of rules it enforces.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import re
 from typing import Any, Mapping
 
 from handlers.ml.definition_types import EntryPoint, import_target
-from handlers.tracking.errors import DefinitionError
+from handlers.schema.errors import DefinitionError
 
 COLUMN_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 ENTRY_POINT_PATTERN = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")

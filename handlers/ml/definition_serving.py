@@ -2,7 +2,7 @@
 asked, what it may answer, and which known requests must keep working.
 
 Serving inputs use the event types' field specs (``type: string|integer|number|boolean|enum`` with the same
-bounds keys) and the same compiled checks (:func:`handlers.tracking.event_types.compile_object`), so a request
+bounds keys) and the same compiled checks (:func:`handlers.schema.event_types.compile_object`), so a request
 is validated exactly as an event property would be. Every golden request's input goes through its endpoint's
 own checks here, at load: a golden request the endpoint would refuse is a broken definition, not a failed
 model.
@@ -16,8 +16,8 @@ from typing import Any
 from handlers.ml.definition_fields import COLUMN_PATTERN, known_keys, mapping, number, parse_window, require
 from handlers.ml.definition_types import DataSpec, Endpoint, Expectation, GoldenRequest, GuardRails
 from handlers.ml.errors import InvalidModelInput
-from handlers.tracking import event_types as et
-from handlers.tracking.errors import DefinitionError
+from handlers.schema.errors import DefinitionError
+from handlers.schema.event_types import compile_object, normalise_properties
 
 ENDPOINT_PATTERN = re.compile(r"^(/[a-z0-9][a-z0-9_.-]*)+$")
 ENV_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]{0,127}$")
@@ -41,7 +41,7 @@ def parse_endpoints(serving: dict[str, Any], filename: str, data: DataSpec) -> t
         require(method in METHODS, filename, f"{where}.method", f"{method!r}: use one of {', '.join(METHODS)}")
         raw_inputs = mapping(spec, "inputs", filename, f"{where}.inputs")
         require(bool(raw_inputs), filename, f"{where}.inputs", "declare at least one input")
-        inputs = et.normalise_properties(raw_inputs, filename, f"{where}.inputs")
+        inputs = normalise_properties(raw_inputs, filename, f"{where}.inputs")
         for name, field_spec in inputs.items():
             require(field_spec["type"] in INPUT_TYPES, filename, f"{where}.inputs.{name}.type",
                     f"serving inputs are {', '.join(INPUT_TYPES)}, not {field_spec['type']}")
@@ -51,7 +51,7 @@ def parse_endpoints(serving: dict[str, Any], filename: str, data: DataSpec) -> t
         outputs = spec.get("outputs")
         require(isinstance(outputs, list) and outputs and all(isinstance(o, str) for o in outputs), filename,
                 f"{where}.outputs", "a non-empty list of output field names")
-        check = et.compile_object(inputs, "input", 2, additional=False)
+        check = compile_object(inputs, "input", 2, additional=False)
         endpoints.append(Endpoint(path, method, MappingProxyType(inputs), tuple(outputs), check))
     return tuple(endpoints)
 

@@ -160,7 +160,7 @@ class Endpoint:
 
     path: str
     method: str
-    inputs: Mapping[str, Mapping[str, Any]]  # normalised field specs, as handlers.tracking.event_types makes them
+    inputs: Mapping[str, Mapping[str, Any]]  # normalised field specs, as handlers.schema.event_types makes them
     outputs: tuple[str, ...]
     check: Callable[[Any], Any] = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
 

@@ -10,7 +10,7 @@ Three families:
 * training — :class:`TrainingRejected` and its two kinds carry the whole :class:`TrainingReport`, so whoever
   catches one (the batch entry point, a test, an alert) has every number that led to the decision.
 
-A broken model definition raises :class:`handlers.tracking.errors.DefinitionError` (the one error of every YAML
+A broken model definition raises :class:`handlers.schema.errors.DefinitionError` (the one error of every YAML
 definition: event types, metrics, models), and a misconfigured job or service
 :class:`handlers.core.config.ConfigError`; both are imported from where they live.
 """

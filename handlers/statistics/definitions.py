@@ -21,8 +21,8 @@ from typing import Any
 
 import yaml
 
-from handlers.tracking.errors import DefinitionError
-from handlers.tracking.event_types import Catalog, EventType
+from handlers.schema.errors import DefinitionError
+from handlers.schema.event_types import Catalog, EventType
 
 MAX_STREAM_WINDOW_SECONDS = 900  # Lambda's TumblingWindowInSeconds upper bound
 MAX_WINDOW_SECONDS = 3600

@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import sentry_sdk
 import yaml
 
-from handlers.tracking.errors import DefinitionError
+from handlers.schema.errors import DefinitionError
 
 DURATION = re.compile(r"^(\d+)\s*(s|m|h|d)$")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -32,8 +32,8 @@ from handlers.core.config import PACKAGE_ROOT, Env
 from handlers.core.failures import Unavailable, backoff_delays
 from handlers.core.kinesis import RawRecord
 from handlers.core.secrets import database_url
+from handlers.schema.event_types import Catalog, load_catalog
 from handlers.tracking.errors import Reason, Rejection, SinkError
-from handlers.tracking.event_types import Catalog, load_catalog
 from handlers.tracking.processor import BatchResult, Event, Processor
 from handlers.tracking.settings import DEFAULT_SETTINGS, Settings, load_settings
 from handlers.tracking.sinks.firehose import MAX_RECORD_BYTES, FirehoseSink

@@ -4,9 +4,12 @@ Two families live here:
 
 * :class:`Rejection` — *data* about a bad input record. It is not raised across the batch: the
   processing core returns it so the record goes to the quarantine and the batch goes on.
-* :class:`DefinitionError` and the sink errors — *exceptions*. A broken event-type file stops start-up
-  naming the file, the field and the reason; a sink failure makes the batch (or some of its records)
-  fail so the event source retries them.
+* the sink errors — *exceptions*. A sink failure makes the batch (or some of its records) fail so the
+  event source retries them.
+
+A broken definition file raises :class:`handlers.schema.errors.DefinitionError` (the definition language's
+error); :class:`Invalid` and :class:`Reason` are what the compiled field checks of :mod:`handlers.schema.fields`
+raise on a bad value.
 """
 from __future__ import annotations
 
@@ -76,17 +79,6 @@ class Rejection:
         field = f" field '{self.field}'" if self.field else ""
         kind = f" ({self.event_type})" if self.event_type else ""
         return f"{where}{kind}{field}: [{self.reason.value}] {self.message}"
-
-
-class DefinitionError(Exception):
-    """An event-type or configuration file is broken: names the file, the field and why."""
-
-    def __init__(self, filename: str, field: str | None, message: str) -> None:
-        self.filename = filename
-        self.field = field
-        self.message = message
-        where = f"{filename}: {field}: " if field else f"{filename}: "
-        super().__init__(where + message)
 
 
 class SinkError(Exception):

@@ -21,8 +21,8 @@ from typing import Annotated, Any, Literal, Union
 
 import msgspec
 
-from handlers.tracking.event_types import Catalog, EventType
-from handlers.tracking.fields import INT64_MAX, INT64_MIN
+from handlers.schema.event_types import Catalog, EventType
+from handlers.schema.fields import INT64_MAX, INT64_MIN
 
 
 _PLAIN_ASCII = bytes(b for b in range(0x20, 0x7F) if b != ord("\\"))

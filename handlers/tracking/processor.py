@@ -29,10 +29,10 @@ import msgspec
 import orjson
 
 from handlers.core.kinesis import RawRecord
+from handlers.schema.event_types import Catalog
+from handlers.schema.fields import canonical_timestamp, sanitise_string
 from handlers.tracking.errors import Invalid, Reason, Rejection
-from handlers.tracking.event_types import Catalog
 from handlers.tracking.fastpath import FastDecoder, to_builtins
-from handlers.tracking.fields import canonical_timestamp, sanitise_string
 from handlers.tracking.settings import Settings
 
 SEGMENT_CALLS = frozenset({"track", "screen", "identify", "page", "group", "alias"})

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from handlers.tracking.errors import DefinitionError
+from handlers.schema.errors import DefinitionError
 
 from handlers.core.config import PACKAGE_ROOT
 

@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from handlers.core.config import ConfigError
-    from handlers.tracking.errors import DefinitionError
+    from handlers.schema.errors import DefinitionError
     from letgo.ops.stacks import StackError
     from letgo.stage_control import StageNotRunning, StageUnresponsive
 

@@ -50,7 +50,7 @@ def events_from_file(path: Path) -> Iterator[tuple[int, bytes]]:
 def cmd_validate(args: argparse.Namespace) -> int:
     from handlers.core.config import Env
     from handlers.core.kinesis import RawRecord
-    from handlers.tracking.event_types import load_catalog
+    from handlers.schema.event_types import load_catalog
     from handlers.tracking.processor import Processor
     from handlers.tracking.settings import DEFAULT_SETTINGS, load_settings
 

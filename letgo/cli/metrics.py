@@ -49,9 +49,9 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         return cmd_upstream(args)
     if args.action == "replay":
         return cmd_replay(args)
+    from handlers.schema.event_types import load_catalog
     from handlers.statistics.definitions import load_metrics
     from handlers.statistics.sink import MetricSink
-    from handlers.tracking.event_types import load_catalog
     from letgo.metrics_view import format_table, render_chart, window_rows
 
     metrics = load_metrics(Path(args.metrics_dir), load_catalog(Path(args.event_types)))

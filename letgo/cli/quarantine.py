@@ -28,8 +28,8 @@ def register(sub: Any) -> None:
 
 def cmd_redrive(args: argparse.Namespace) -> int:
     from handlers.core.aws import client
+    from handlers.schema.event_types import load_catalog
     from handlers.tracking.consumer import ConsumerConfig
-    from handlers.tracking.event_types import load_catalog
     from handlers.tracking.processor import Processor
     from handlers.tracking.sinks.s3objects import Quarantine
     from letgo.progress import Progress

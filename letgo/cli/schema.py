@@ -21,8 +21,8 @@ def register(sub: Any) -> None:
 
 
 def cmd_types(args: argparse.Namespace) -> int:
-    from handlers.tracking.compatibility import write_lock
-    from handlers.tracking.event_types import LOCK_FILE, load_catalog
+    from handlers.schema.compatibility import write_lock
+    from handlers.schema.event_types import LOCK_FILE, load_catalog
 
     directory = Path(args.event_types)
     catalog = load_catalog(directory)  # refuses breaking changes against the current lock

@@ -43,8 +43,8 @@ def lambda_invoker(lambda_client: Any, function_name: str) -> Callable[[dict[str
 def statistics_window_seconds() -> int:
     """The stream window of the deployed metrics (the packaged ``metrics/``, as the function has them)."""
     from handlers.core.config import PACKAGE_ROOT
+    from handlers.schema.event_types import load_catalog
     from handlers.statistics.definitions import load_metrics
-    from handlers.tracking.event_types import load_catalog
 
     return load_metrics(PACKAGE_ROOT / "metrics", load_catalog(PACKAGE_ROOT / "event_types")).stream_window_seconds
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
 
-from handlers.tracking.event_types import EventType
+from handlers.schema.event_types import EventType
 from handlers.warehouse.loader import LOAD_SPECS_PREFIX
 from letgo.warehouse import ddl
 

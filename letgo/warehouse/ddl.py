@@ -2,7 +2,7 @@
 
 Why: a mobile developer adds an event type with one YAML file (``event_types/<Name>.yaml``); the warehouse
 must follow without a data engineer translating it. Everything here is a pure function of the normalised
-field specs (:mod:`handlers.tracking.event_types`), so the same YAML gives the same SQL on every machine,
+field specs (:mod:`handlers.schema.event_types`), so the same YAML gives the same SQL on every machine,
 and :func:`main` turns the differences into ordered files under ``migrations/redshift/``.
 
 The layout, per event type ``ItemListed`` (table ``item_listed``):
@@ -42,7 +42,7 @@ or a Redshift reserved word (``language`` -> ``prop_language``). Two properties 
 :class:`DefinitionError`.
 
 Schema evolution (:func:`evolve`): the consumer accepts only widening changes
-(:mod:`handlers.tracking.compatibility`), and so does the warehouse — a new optional property becomes
+(:mod:`handlers.schema.compatibility`), and so does the warehouse — a new optional property becomes
 ``ALTER TABLE … ADD COLUMN`` (nullable; old rows and old apps' events read ``NULL``), a looser string limit
 or a longer enum value widens the ``VARCHAR`` (else COPY would fail on the first long value), the external
 table's ``properties`` struct is re-declared (metadata only: the files are untouched and the SerDe maps by
@@ -64,9 +64,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from handlers.tracking.compatibility import breaking_changes
-from handlers.tracking.errors import DefinitionError
-from handlers.tracking.event_types import Catalog, EventType
+from handlers.schema.compatibility import breaking_changes
+from handlers.schema.errors import DefinitionError
+from handlers.schema.event_types import Catalog, EventType
 
 CLUSTER_SCHEMA = "events"
 HISTORY_SCHEMA = "history"
@@ -437,7 +437,7 @@ def generate_migrations(catalog: Catalog, previous: Mapping[str, Any] | None, ou
 
 
 def main(argv: list[str] | None = None) -> int:
-    from handlers.tracking.event_types import load_catalog
+    from handlers.schema.event_types import load_catalog
     from letgo import REPO_ROOT
 
     parser = argparse.ArgumentParser(prog="python -m letgo.warehouse.ddl",

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import orjson
 
-from handlers.tracking.event_types import EventType
+from handlers.schema.event_types import EventType
 
 EVENTS_PREFIX = "events/"
 PROMPT, CONTINUATION = "sql> ", " ..> "
@@ -201,7 +201,7 @@ class LocalWarehouse:
     def __init__(self, target: Path, *, event_types: Path | None = None) -> None:
         import duckdb
 
-        from handlers.tracking.event_types import load_catalog
+        from handlers.schema.event_types import load_catalog
         from letgo import REPO_ROOT
 
         self.target = Path(target)

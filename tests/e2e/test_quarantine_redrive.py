@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from handlers.core.aws import client
+from handlers.schema.event_types import load_catalog
 from handlers.tracking import lambda_consumer
-from handlers.tracking.event_types import load_catalog
 from handlers.tracking.processor import Processor
 from handlers.tracking.settings import load_settings
 from handlers.tracking.sinks.s3objects import Quarantine

@@ -114,8 +114,8 @@ def test_consumer_code_is_the_packaged_zip(rendered):
 
 def metrics_stream_window() -> int:
     """The gcd of the metric windows, computed by the statistics function's own loader."""
+    from handlers.schema.event_types import load_catalog
     from handlers.statistics.definitions import load_metrics
-    from handlers.tracking.event_types import load_catalog
     from handlers.tracking.settings import load_settings
 
     settings = load_settings(REPO / "config" / "tracking.yaml")

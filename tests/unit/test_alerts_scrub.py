@@ -8,8 +8,8 @@ import pytest
 import sentry_sdk
 
 from handlers.core.alerts import SCRUBBED, ProblemReporter, init_sentry, read_local_alerts
+from handlers.schema.event_types import load_catalog
 from handlers.tracking.errors import Reason, Rejection
-from handlers.tracking.event_types import load_catalog
 
 pytestmark = pytest.mark.unit
 

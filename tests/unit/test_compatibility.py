@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from handlers.tracking.compatibility import breaking_changes
-from handlers.tracking.errors import DefinitionError
-from handlers.tracking.event_types import load_catalog
+from handlers.schema.compatibility import breaking_changes
+from handlers.schema.errors import DefinitionError
+from handlers.schema.event_types import load_catalog
 
 pytestmark = pytest.mark.unit
 
@@ -141,7 +141,7 @@ def test_breaking_changes_changed_type_reports_only_type():
 def test_context_tightening_is_refused_like_a_type_change(tmp_path):
     import shutil
 
-    from handlers.tracking.event_types import load_catalog
+    from handlers.schema.event_types import load_catalog
 
     target = tmp_path / "event_types"
     shutil.copytree(Path(__file__).resolve().parents[2] / "event_types", target)

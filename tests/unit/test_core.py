@@ -146,7 +146,7 @@ def test_rejection_describes_record_field_and_reason(processor):
 def test_arrival_formatting_matches_datetime_formatting(epoch):
     from datetime import timezone
 
-    from handlers.tracking.fields import format_timestamp
+    from handlers.schema.fields import format_timestamp
     from handlers.tracking.processor import format_timestamp_epoch
 
     assert format_timestamp_epoch(epoch) == format_timestamp(datetime.fromtimestamp(epoch, timezone.utc))

@@ -10,8 +10,8 @@ from datetime import datetime
 import orjson
 import pytest
 
+from handlers.schema.event_types import load_catalog
 from handlers.tracking.errors import Reason, Rejection
-from handlers.tracking.event_types import load_catalog
 from handlers.tracking.processor import Duplicate, Event, Processor, dumps_json
 from handlers.tracking.settings import load_settings
 from tests.conftest import EVENTS, REPO, record

@@ -21,12 +21,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from handlers.schema.event_types import load_catalog
 from handlers.search.indexer import LISTED, UPDATED, fold, listing_events
 from handlers.search.model import Ad
 from handlers.statistics.aggregate import WindowAggregator
 from handlers.statistics.definitions import load_metrics
 from handlers.tracking.errors import Reason
-from handlers.tracking.event_types import load_catalog
 from handlers.tracking.processor import Processor, dumps_json
 from handlers.tracking.settings import load_settings
 from letgo.traffic import generate

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from handlers.schema.errors import DefinitionError
+from handlers.schema.event_types import load_catalog
 from handlers.statistics.definitions import load_metrics
-from handlers.tracking.errors import DefinitionError
-from handlers.tracking.event_types import load_catalog
 
 pytestmark = pytest.mark.unit
 

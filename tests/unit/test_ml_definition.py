@@ -7,8 +7,8 @@ import pytest
 
 from handlers.ml.definition import BASE_TRUSTED_TYPES, load_definition, parse_definition
 from handlers.ml.errors import InvalidModelInput
-from handlers.tracking.errors import DefinitionError
-from handlers.tracking.event_types import load_catalog
+from handlers.schema.errors import DefinitionError
+from handlers.schema.event_types import load_catalog
 from tests.ml_kit import DEFINITION_FILE, DELETE, REPO, definition_document, set_path
 
 pytestmark = pytest.mark.unit

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from handlers.tracking.errors import DefinitionError
+from handlers.schema.errors import DefinitionError
 from handlers.tracking.settings import Settings, load_settings, parse_duration
 
 pytestmark = pytest.mark.unit

@@ -12,8 +12,8 @@ import orjson
 import pytest
 
 from handlers.core.kinesis import RawRecord
+from handlers.schema.event_types import load_catalog
 from handlers.tracking.errors import Reason
-from handlers.tracking.event_types import load_catalog
 from handlers.tracking.processor import BatchResult, Processor
 from handlers.tracking.settings import load_settings
 from letgo.traffic import MALFORMED_REASONS, TrafficPlan, generate

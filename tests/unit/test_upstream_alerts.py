@@ -5,8 +5,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from handlers.schema.errors import DefinitionError
 from handlers.statistics.upstream import TypeCheck, evaluate, load_checks
-from handlers.tracking.errors import DefinitionError
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit

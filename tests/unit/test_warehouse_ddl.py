@@ -12,8 +12,8 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
-from handlers.tracking.errors import DefinitionError
-from handlers.tracking.event_types import EventType, load_catalog
+from handlers.schema.errors import DefinitionError
+from handlers.schema.event_types import EventType, load_catalog
 from handlers.tracking.processor import Event
 from handlers.warehouse import loader
 from letgo.warehouse import ddl

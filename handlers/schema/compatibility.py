@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
-from handlers.tracking.errors import DefinitionError
+from handlers.schema.errors import DefinitionError
 
 
 def breaking_changes(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]],

@@ -19,9 +19,9 @@ from typing import Any
 
 import yaml
 
-from handlers.tracking import codegen
-from handlers.tracking import fields as f
-from handlers.tracking.errors import DefinitionError
+from handlers.schema import codegen
+from handlers.schema import fields
+from handlers.schema.errors import DefinitionError
 
 LOCK_FILE = "schema.lock.json"
 NAME_PATTERN = re.compile(r"^[A-Z][A-Za-z0-9]{1,63}$")
@@ -49,8 +49,7 @@ class EventType:
     description: str
     filename: str
     properties: dict[str, dict[str, Any]]  # the normalised field specs, as written in the YAML
-    pii_paths: frozenset[str] = field(default_factory=frozenset)
-    check: f.Check = field(repr=False, default=None)  # type: ignore[assignment]
+    check: fields.Check = field(repr=False, default=None)  # type: ignore[assignment]
 
     @property
     def fingerprint(self) -> str:
@@ -62,8 +61,7 @@ class Catalog:
     """All event types of a deployment plus the shared context definition."""
 
     types: dict[str, EventType]
-    context_check: f.Check
-    context_pii_paths: frozenset[str]
+    context_check: fields.Check
     max_depth: int
     context_properties: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -107,7 +105,7 @@ def normalise_spec(spec: Any, filename: str, path: str, shared: dict[str, Any] |
                 _require(isinstance(spec[key], int) and spec[key] >= 0, filename, f"{path}.{key}",
                          "must be a non-negative integer")
         out["min_length"] = spec.get("min_length", 0)
-        out["max_length"] = spec.get("max_length", f.DEFAULT_MAX_STRING)
+        out["max_length"] = spec.get("max_length", fields.DEFAULT_MAX_STRING)
         _require(out["min_length"] <= out["max_length"], filename, path, "min_length is above max_length")
         if "pattern" in spec:
             try:
@@ -154,52 +152,41 @@ def normalise_properties(properties: Any, filename: str, path: str,
     return out
 
 
-def compile_spec(spec: dict[str, Any], path: str, max_depth: int) -> f.Check:
+def compile_spec(spec: dict[str, Any], path: str, max_depth: int) -> fields.Check:
     check = _compile_spec(spec, path, max_depth)
-    return f.withhold_values(check) if spec["pii"] else check
+    return fields.withhold_values(check) if spec["pii"] else check
 
 
-def _compile_spec(spec: dict[str, Any], path: str, max_depth: int) -> f.Check:
+def _compile_spec(spec: dict[str, Any], path: str, max_depth: int) -> fields.Check:
     kind = spec["type"]
     if kind == "string":
-        return f.string_check(path, min_length=spec["min_length"], max_length=spec["max_length"],
-                              pattern=spec.get("pattern"))
+        return fields.string_check(path, min_length=spec["min_length"], max_length=spec["max_length"],
+                                   pattern=spec.get("pattern"))
     if kind == "number":
-        return f.number_check(path, minimum=spec.get("min"), maximum=spec.get("max"))
+        return fields.number_check(path, minimum=spec.get("min"), maximum=spec.get("max"))
     if kind == "integer":
-        return f.integer_check(path, minimum=spec.get("min"), maximum=spec.get("max"))
+        return fields.integer_check(path, minimum=spec.get("min"), maximum=spec.get("max"))
     if kind == "boolean":
-        return f.boolean_check(path)
+        return fields.boolean_check(path)
     if kind == "timestamp":
-        return f.timestamp_check(path)
+        return fields.timestamp_check(path)
     if kind == "enum":
-        return f.enum_check(path, spec["values"])
+        return fields.enum_check(path, spec["values"])
     if kind == "geo_point":
-        return f.geo_point_check(path)
+        return fields.geo_point_check(path)
     if kind == "object":
         return compile_object(spec["properties"], path, max_depth, spec["additional_properties"])
     if kind == "list":
-        return f.list_check(path, compile_spec(spec["items"], path, max_depth),
-                            min_items=spec["min_items"], max_items=spec["max_items"])
+        return fields.list_check(path, compile_spec(spec["items"], path, max_depth),
+                                 min_items=spec["min_items"], max_items=spec["max_items"])
     raise AssertionError(kind)  # unreachable: normalise_spec refused it
 
 
 def compile_object(properties: dict[str, dict[str, Any]], path: str, max_depth: int,
-                   additional: bool) -> f.Check:
+                   additional: bool) -> fields.Check:
     """One generated function per object (fast path inline, closures for the rest): see codegen.py."""
     return codegen.compile_object(properties, path, max_depth, additional,
                                   lambda spec, where: compile_spec(spec, where, max_depth))
-
-
-def pii_paths(properties: dict[str, dict[str, Any]], prefix: str = "") -> set[str]:
-    found = set()
-    for name, spec in properties.items():
-        dotted = f"{prefix}{name}"
-        if spec["pii"]:
-            found.add(dotted)
-        if spec["type"] == "object":
-            found |= pii_paths(spec["properties"], dotted + ".")
-    return found
 
 
 def _load_yaml(path: Path) -> Any:
@@ -225,7 +212,7 @@ def load_event_type(path: Path, max_depth: int, shared: dict[str, Any] | None = 
     properties = normalise_properties(doc.get("properties", {}), name, "properties", shared)
     return EventType(
         name=doc["name"], version=doc["version"], description=doc["description"].strip(), filename=name,
-        properties=properties, pii_paths=frozenset(pii_paths(properties)),
+        properties=properties,
         check=compile_object(properties, "properties", max_depth, additional=False),
     )
 
@@ -264,9 +251,8 @@ def load_catalog(directory: Path, *, max_depth: int = 8, check_lock: bool = True
     context_check = compile_object(spec["properties"], "context", max_depth, spec["additional_properties"])
 
     if check_lock:
-        from handlers.tracking.compatibility import check_against_lock  # local: keeps start-up import light
+        from handlers.schema.compatibility import check_against_lock  # local: keeps start-up import light
 
         check_against_lock(types, directory / LOCK_FILE, spec["properties"])
-    return Catalog(types=types, context_check=context_check,
-                   context_pii_paths=frozenset(pii_paths(spec["properties"])), max_depth=max_depth,
+    return Catalog(types=types, context_check=context_check, max_depth=max_depth,
                    context_properties=spec["properties"])

@@ -5,7 +5,7 @@ alone would eat most of the time budget of ``make bench``. So, like fastjsonsche
 source of one function per object spec. Each field gets an *inline fast path* for the common, already
 clean value (printable ASCII string within its limits, finite number in range, known enum value…);
 anything else — coercion, sanitisation, every error — falls back to the field's closure from
-:mod:`handlers.tracking.fields`, so both paths share one definition of the semantics. The generated
+:mod:`handlers.schema.fields`, so both paths share one definition of the semantics. The generated
 source only ever contains identifiers and ``repr`` of values we validated ourselves (names matched
 ``PROPERTY_PATTERN``), never raw YAML text.
 """
@@ -15,7 +15,7 @@ import math
 import re
 from typing import Any, Callable
 
-from handlers.tracking import fields as f
+from handlers.schema import fields
 from handlers.tracking.errors import Invalid, Reason
 
 Check = Callable[[Any], Any]
@@ -50,10 +50,10 @@ def _fast_condition(b: _Builder, spec: dict[str, Any], v: str) -> str | None:
         if "max" in spec:
             bounds.append(f"{v} <= {spec['max']!r}")
         if kind == "integer":  # and within int64, as fields.integer_check requires (orjson yields up to 2**64 - 1)
-            if spec.get("min", f.INT64_MIN - 1) < f.INT64_MIN:
-                bounds.append(f"{v} >= {f.INT64_MIN!r}")
-            if spec.get("max", f.INT64_MAX + 1) > f.INT64_MAX:
-                bounds.append(f"{v} <= {f.INT64_MAX!r}")
+            if spec.get("min", fields.INT64_MIN - 1) < fields.INT64_MIN:
+                bounds.append(f"{v} >= {fields.INT64_MIN!r}")
+            if spec.get("max", fields.INT64_MAX + 1) > fields.INT64_MAX:
+                bounds.append(f"{v} <= {fields.INT64_MAX!r}")
             return " and ".join([f"type({v}) is int", *bounds])
         finite = [] if len(bounds) == 2 else [f"_isfinite({v})"]
         return " and ".join([f"type({v}) is float", *bounds, *finite])  # ints take the slow path: -> float
@@ -68,9 +68,10 @@ def compile_object(properties: dict[str, dict[str, Any]], path: str, max_depth: 
                    slow_check: Callable[[dict[str, Any], str], Check]) -> Check:
     """Generate ``check(value) -> dict`` for an object spec. ``slow_check(spec, path)`` builds closures."""
     b = _Builder()
-    fallback = f.object_check(path, {n: (slow_check(s, f"{path}.{n}" if path else n), s["required"])
-                                     for n, s in properties.items()},
-                              additional=f.free_value_check(path or "properties", max_depth) if additional else None)
+    fallback = fields.object_check(path, {n: (slow_check(s, f"{path}.{n}" if path else n), s["required"])
+                                          for n, s in properties.items()},
+                                   additional=fields.free_value_check(path or "properties", max_depth)
+                                   if additional else None)
     known = b.name("known", frozenset(properties))
     lines = [
         "def check(value):",
@@ -85,7 +86,7 @@ def compile_object(properties: dict[str, dict[str, Any]], path: str, max_depth: 
         if spec["type"] == "object":
             closure = compile_object(spec["properties"], where, max_depth, spec["additional_properties"], slow_check)
             if spec["pii"]:
-                closure = f.withhold_values(closure)  # nothing inside a personal-data object reaches a message
+                closure = fields.withhold_values(closure)  # nothing inside a personal-data object reaches a message
         else:
             closure = slow_check(spec, where)
         slow = b.name("slow", closure)
