@@ -14,7 +14,7 @@ from typing import Mapping
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the repo root locally; the zip root on Lambda
 
-_DURATION = re.compile(r"^(\d+)([smhd])$")
+_DURATION = re.compile(r"([0-9]+)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _TRUE, _FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off"})
 
@@ -28,8 +28,11 @@ class ConfigError(Exception):
 
 
 def parse_duration(text: object, where: str) -> float:
-    """``90s``, ``15m``, ``24h``, ``30d`` -> seconds (the one duration syntax of every YAML and variable)."""
-    match = _DURATION.match(str(text).strip())
+    """``90s``, ``15m``, ``24h``, ``30d`` -> seconds (the one duration syntax of every YAML and variable).
+
+    A whole number and one unit, nothing around them (the definition files read durations through
+    :func:`handlers.schema.rules.duration`, which raises their DefinitionError instead)."""
+    match = _DURATION.fullmatch(text) if isinstance(text, str) else None
     if not match:
         raise ConfigError(where, f"{text!r} is not a duration like 90s, 15m, 24h or 30d")
     return float(int(match.group(1)) * _UNIT_SECONDS[match.group(2)])

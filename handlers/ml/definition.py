@@ -31,14 +31,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from handlers.ml.definition_data import parse_checks, parse_data
-from handlers.ml.definition_fields import entry_point, known_keys, mapping, number, require, text
+from handlers.ml.definition_fields import entry_point, mapping, number, text
 from handlers.ml.definition_serving import parse_endpoints, parse_golden_requests, parse_guard_rails
 from handlers.ml.definition_types import EvaluationSpec, MetricThreshold, ModelDefinition, RelativeThreshold
 from handlers.ml.metrics import METRICS
-from handlers.schema.errors import DefinitionError
+from handlers.schema.rules import known_keys, parse_yaml, read_bytes, require, required_keys
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,62}$")
 TYPE_PATTERN = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
@@ -116,8 +114,7 @@ def parse_definition(doc: Any, filename: str, *, catalog: Any = None, resolve: b
         sha256 = hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
     require(isinstance(doc, dict), filename, None, "must be a mapping: name, description, owner, data, ...")
     known_keys(doc, TOP_LEVEL_KEYS, filename, None)
-    for key in REQUIRED_TOP_LEVEL:
-        require(key in doc, filename, key, "required")
+    required_keys(doc, REQUIRED_TOP_LEVEL, filename)
     name = doc.get("name")
     require(isinstance(name, str) and NAME_PATTERN.match(name) is not None, filename, "name",
             "snake_case ASCII such as price_suggestion")
@@ -146,15 +143,9 @@ def parse_definition(doc: Any, filename: str, *, catalog: Any = None, resolve: b
 def load_definition(path: Path | str, *, catalog: Any = None, resolve: bool = True) -> ModelDefinition:
     """Load and validate ``models/<name>.yaml``; raise :class:`DefinitionError` naming the file and field."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DefinitionError(path.name, None, f"cannot read the file: {exc.strerror or exc}") from None
-    try:
-        doc = yaml.safe_load(raw.decode("utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise DefinitionError(path.name, None, f"not valid YAML: {exc}") from None
-    return parse_definition(doc, path.name, catalog=catalog, resolve=resolve, sha256=hashlib.sha256(raw).hexdigest())
+    raw = read_bytes(path)
+    return parse_definition(parse_yaml(raw, path.name), path.name, catalog=catalog, resolve=resolve,
+                            sha256=hashlib.sha256(raw).hexdigest())
 
 
 def load_definitions(directory: Path | str, *, catalog: Any = None, resolve: bool = True) -> dict[str, ModelDefinition]:

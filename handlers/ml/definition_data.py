@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from handlers.ml.dataset import KINDS
-from handlers.ml.definition_fields import (COLUMN_PATTERN, integer, is_number, known_keys, mapping, number, per_column,
-                                           require, text)
+from handlers.ml.definition_fields import COLUMN_PATTERN, integer, mapping, number, per_column, text
 from handlers.ml.definition_types import CheckSpec, Column, DataSpec, DriftRule, Label, RangeRule
+from handlers.schema.paths import field_spec
+from handlers.schema.rules import is_number, known_keys, require
 
 # Which column kinds an event field of each type can feed.
 KINDS_FOR_FIELD = {"string": {"text", "categorical"}, "enum": {"categorical", "text"},
@@ -26,21 +27,7 @@ MAX_ROWS_LIMIT = 10_000_000
 
 def resolve_column_path(path: str, event_type: Any, catalog: Any, kind: str, filename: str, where: str) -> None:
     """Check a column path against the event type: declared, not personal data, a type the kind can hold."""
-    parts = path.split(".")
-    if parts[0] == "properties":
-        specs: Mapping[str, Any] = event_type.properties
-        declared_in = f"event type {event_type.name} ({event_type.filename})"
-    else:
-        specs, declared_in = catalog.context_properties, "_context.yaml"
-    spec: Mapping[str, Any] = {}
-    for depth, part in enumerate(parts[1:], start=1):
-        require(part in specs, filename, where, f"{path!r}: no field {part!r} under {'.'.join(parts[:depth])} in "
-                                                f"{declared_in} (known: {', '.join(sorted(specs)) or 'none'})")
-        spec = specs[part]
-        require(not spec.get("pii"), filename, where, f"{path!r} is personal data (pii): models do not learn from it")
-        if depth < len(parts) - 1:
-            require(spec["type"] == "object", filename, where, f"{path!r}: {part} is a {spec['type']}, not an object")
-            specs = spec["properties"]
+    spec = field_spec(path, event_type, catalog, filename, where, no_pii="models do not learn from it")
     allowed = KINDS_FOR_FIELD.get(spec.get("type", ""), set())
     require(kind in allowed, filename, where, f"{path!r} is a {spec.get('type')} field: it cannot be a {kind} column")
 

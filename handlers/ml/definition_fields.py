@@ -2,33 +2,22 @@
 it is wrong.
 
 The section parsers (:mod:`handlers.ml.definition`, :mod:`handlers.ml.definition_data`,
-:mod:`handlers.ml.definition_serving`) are written with these, so every refusal has one shape —
+:mod:`handlers.ml.definition_serving`) are written with these and with the rules every definition file shares
+(:mod:`handlers.schema.rules`: required and unknown keys, durations), so every refusal has one shape —
 :class:`~handlers.schema.errors.DefinitionError` with the file, the dotted path of the field
 (``data.columns.title.path``) and the reason — and a section reads as the list of rules it enforces.
 """
 from __future__ import annotations
 
-import math
 import re
 from typing import Any, Mapping
 
 from handlers.ml.definition_types import EntryPoint, import_target
 from handlers.schema.errors import DefinitionError
+from handlers.schema.rules import is_number, require
 
 COLUMN_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 ENTRY_POINT_PATTERN = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
-WINDOW_PATTERN = re.compile(r"^([1-9][0-9]*)([smhd])$")
-UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def require(condition: bool, filename: str, path: str | None, message: str) -> None:
-    """The one way a rule refuses: :class:`DefinitionError` naming the file, the field (``path``) and why."""
-    if not condition:
-        raise DefinitionError(filename, path, message)
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def mapping(doc: Mapping[str, Any], key: str, filename: str, where: str, *, required: bool = True) -> dict[str, Any]:
@@ -38,12 +27,6 @@ def mapping(doc: Mapping[str, Any], key: str, filename: str, where: str, *, requ
         return {}
     require(isinstance(value, dict), filename, where, "required: a mapping" if value is None else "must be a mapping")
     return value
-
-
-def known_keys(doc: Mapping[str, Any], allowed: set[str] | frozenset[str], filename: str, where: str | None) -> None:
-    """Refuse keys outside ``allowed``: a misspelt key must not be silently ignored."""
-    unknown = set(doc) - set(allowed)
-    require(not unknown, filename, where, f"unknown key(s) {sorted(map(str, unknown))}; known: {sorted(allowed)}")
 
 
 def text(doc: Mapping[str, Any], key: str, filename: str, where: str) -> str:
@@ -83,14 +66,6 @@ def entry_point(value: Any, filename: str, where: str, *, resolve: bool) -> Entr
         raise DefinitionError(filename, where, f"cannot import {value}: {exc}") from None
     require(callable(function), filename, where, f"{value} is not callable")
     return EntryPoint(value, function)
-
-
-def parse_window(value: Any, filename: str, where: str) -> int:
-    """``"90s"`` / ``"30m"`` / ``"24h"`` / ``"7d"`` -> seconds."""
-    match = WINDOW_PATTERN.match(value) if isinstance(value, str) else None
-    require(match is not None, filename, where, f"{value!r} is not a window; write e.g. 30m, 24h or 7d")
-    assert match is not None
-    return int(match.group(1)) * UNIT_SECONDS[match.group(2)]
 
 
 def per_column(value: Any, columns: dict[str, str], filename: str, where: str, *, default: float | None,

@@ -13,11 +13,12 @@ import re
 from types import MappingProxyType
 from typing import Any
 
-from handlers.ml.definition_fields import COLUMN_PATTERN, known_keys, mapping, number, parse_window, require
+from handlers.ml.definition_fields import COLUMN_PATTERN, mapping, number
 from handlers.ml.definition_types import DataSpec, Endpoint, Expectation, GoldenRequest, GuardRails
 from handlers.ml.errors import InvalidModelInput
 from handlers.schema.errors import DefinitionError
 from handlers.schema.event_types import compile_object, normalise_properties
+from handlers.schema.rules import duration, known_keys, require
 
 ENDPOINT_PATTERN = re.compile(r"^(/[a-z0-9][a-z0-9_.-]*)+$")
 ENV_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]{0,127}$")
@@ -78,7 +79,7 @@ def parse_guard_rails(doc: dict[str, Any], filename: str, endpoints: tuple[Endpo
         output_field=output_field, output_min=low, output_max=high,
         max_change_relative=number(change.get("max_relative"), filename, "guard_rails.max_change.max_relative",
                                    low=0.0),
-        max_change_window_seconds=parse_window(change.get("window"), filename, "guard_rails.max_change.window"),
+        max_change_window_seconds=duration(change.get("window"), filename, "guard_rails.max_change.window"),
         kill_switch_env=env,
     )
 

@@ -11,21 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from handlers.schema import codegen
-from handlers.schema import fields
+from handlers.schema import codegen, fields
 from handlers.schema.errors import DefinitionError
+from handlers.schema.rules import is_number, known_keys, read_yaml, require
 
 LOCK_FILE = "schema.lock.json"
 NAME_PATTERN = re.compile(r"^[A-Z][A-Za-z0-9]{1,63}$")
 PROPERTY_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$|^[a-z][A-Za-z0-9]{0,63}$")
+TOP_LEVEL_KEYS = ("name", "version", "description", "owner", "properties")
 COMMON_KEYS = {"type", "description", "required", "pii"}
 KEYS_BY_TYPE = {
     "string": {"min_length", "max_length", "pattern"},
@@ -69,85 +67,76 @@ class Catalog:
         return self.types.get(name)
 
 
-def _require(condition: bool, filename: str, path: str, message: str) -> None:
-    if not condition:
-        raise DefinitionError(filename, path, message)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def normalise_spec(spec: Any, filename: str, path: str, shared: dict[str, Any] | None = None) -> dict[str, Any]:
     """Check one field spec and return it with defaults made explicit (the form stored in the lock)."""
-    _require(isinstance(spec, dict), filename, path, "a field must be a mapping with at least 'type'")
+    require(isinstance(spec, dict), filename, path, "a field must be a mapping with at least 'type'")
     if "shared" in spec:
         shared = shared or {}
         name = spec["shared"]
-        _require(name in shared, filename, f"{path}.shared",
-                 f"no shared field {name!r} in _shared.yaml (known: {', '.join(sorted(shared))})")
+        require(name in shared, filename, f"{path}.shared",
+                f"no shared field {name!r} in _shared.yaml (known: {', '.join(sorted(shared))})")
         overrides = set(spec) - {"shared", "required", "description", "pii"}
-        _require(not overrides, filename, path, f"a shared field only takes required/description/pii, "
-                                                f"not {sorted(overrides)}")
+        require(not overrides, filename, path, f"a shared field only takes required/description/pii, "
+                                               f"not {sorted(overrides)}")
         spec = {**shared[name], **{k: v for k, v in spec.items() if k != "shared"}}
     kind = spec.get("type")
-    _require(kind in KEYS_BY_TYPE, filename, f"{path}.type",
-             f"unknown type {kind!r}; use one of {', '.join(KEYS_BY_TYPE)}")
+    require(kind in KEYS_BY_TYPE, filename, f"{path}.type",
+            f"unknown type {kind!r}; use one of {', '.join(KEYS_BY_TYPE)}")
     unknown = set(spec) - COMMON_KEYS - KEYS_BY_TYPE[kind]
-    _require(not unknown, filename, path, f"unknown key(s) {sorted(unknown)} for type {kind}")
+    require(not unknown, filename, path, f"unknown key(s) {sorted(unknown)} for type {kind}")
     out: dict[str, Any] = {"type": kind, "required": bool(spec.get("required", False)),
                            "pii": bool(spec.get("pii", False))}
     for flag in ("required", "pii"):
-        _require(isinstance(spec.get(flag, False), bool), filename, f"{path}.{flag}", "must be true or false")
+        require(isinstance(spec.get(flag, False), bool), filename, f"{path}.{flag}", "must be true or false")
     if kind == "string":
         for key in ("min_length", "max_length"):
             if key in spec:
-                _require(isinstance(spec[key], int) and spec[key] >= 0, filename, f"{path}.{key}",
-                         "must be a non-negative integer")
+                require(isinstance(spec[key], int) and spec[key] >= 0, filename, f"{path}.{key}",
+                        "must be a non-negative integer")
         out["min_length"] = spec.get("min_length", 0)
         out["max_length"] = spec.get("max_length", fields.DEFAULT_MAX_STRING)
-        _require(out["min_length"] <= out["max_length"], filename, path, "min_length is above max_length")
+        require(out["min_length"] <= out["max_length"], filename, path, "min_length is above max_length")
         if "pattern" in spec:
             try:
                 re.compile(spec["pattern"])
             except (re.error, TypeError) as exc:
-                raise DefinitionError(filename, f"{path}.pattern", f"not a valid regular expression: {exc}")
+                raise DefinitionError(filename, f"{path}.pattern", f"not a valid regular expression: {exc}") from None
             out["pattern"] = spec["pattern"]
     elif kind in ("integer", "number"):
         for key in ("min", "max"):
             if key in spec:
-                _require(_is_number(spec[key]), filename, f"{path}.{key}", "must be a finite number")
+                require(is_number(spec[key]), filename, f"{path}.{key}", "must be a finite number")
                 out[key] = spec[key]
         if "min" in out and "max" in out:
-            _require(out["min"] <= out["max"], filename, path, "min is above max")
+            require(out["min"] <= out["max"], filename, path, "min is above max")
     elif kind == "enum":
         values = spec.get("values")
-        _require(isinstance(values, list) and values and all(isinstance(v, str) for v in values),
-                 filename, f"{path}.values", "an enum needs a non-empty list of strings")
-        _require(len(set(values)) == len(values), filename, f"{path}.values", "duplicate values")
+        require(isinstance(values, list) and values and all(isinstance(v, str) for v in values),
+                filename, f"{path}.values", "an enum needs a non-empty list of strings")
+        require(len(set(values)) == len(values), filename, f"{path}.values", "duplicate values")
         out["values"] = list(values)
     elif kind == "object":
         out["properties"] = normalise_properties(spec.get("properties", {}), filename, f"{path}.properties",
                                                  shared)
         out["additional_properties"] = bool(spec.get("additional_properties", False))
     elif kind == "list":
-        _require("items" in spec, filename, f"{path}.items", "a list needs an 'items' field spec")
+        require("items" in spec, filename, f"{path}.items", "a list needs an 'items' field spec")
         out["items"] = normalise_spec(spec["items"], filename, f"{path}.items", shared)
         out["min_items"] = spec.get("min_items", 0)
         out["max_items"] = spec.get("max_items", 100)
         for key in ("min_items", "max_items"):
-            _require(isinstance(out[key], int) and out[key] >= 0, filename, f"{path}.{key}",
-                     "must be a non-negative integer")
+            require(isinstance(out[key], int) and out[key] >= 0, filename, f"{path}.{key}",
+                    "must be a non-negative integer")
     return out
 
 
 def normalise_properties(properties: Any, filename: str, path: str,
                          shared: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
-    _require(isinstance(properties, dict), filename, path, "must be a mapping of property name to field spec")
+    require(isinstance(properties, dict), filename, path, "must be a mapping of property name to field spec")
     out = {}
     for name, spec in properties.items():
-        _require(isinstance(name, str) and PROPERTY_PATTERN.match(name) is not None, filename,
-                 f"{path}.{name}", "property names are snake_case or camelCase ASCII, at most 64 characters")
+        require(isinstance(name, str) and PROPERTY_PATTERN.match(name) is not None, filename,
+                f"{path}.{name}", "property names are snake_case or camelCase ASCII, at most 64 characters")
         out[name] = normalise_spec(spec, filename, f"{path}.{name}", shared)
     return out
 
@@ -189,26 +178,18 @@ def compile_object(properties: dict[str, dict[str, Any]], path: str, max_depth: 
                                   lambda spec, where: compile_spec(spec, where, max_depth))
 
 
-def _load_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise DefinitionError(path.name, None, f"not valid YAML: {exc}") from None
-
-
 def load_event_type(path: Path, max_depth: int, shared: dict[str, Any] | None = None) -> EventType:
-    doc = _load_yaml(path)
+    doc = read_yaml(path)
     name = path.name
-    _require(isinstance(doc, dict), name, None, "must be a mapping with name, version and properties")
-    unknown = set(doc) - {"name", "version", "description", "owner", "properties"}
-    _require(not unknown, name, None, f"unknown top-level key(s) {sorted(unknown)}")
-    _require(isinstance(doc.get("name"), str) and NAME_PATTERN.match(doc["name"]) is not None, name, "name",
-             "required; PascalCase ASCII such as ItemListed")
-    _require(path.stem == doc["name"], name, "name", f"must match the file name ({path.stem})")
-    _require(isinstance(doc.get("version"), int) and doc["version"] >= 1, name, "version",
-             "required; a positive integer, bumped on every change")
-    _require(isinstance(doc.get("description"), str) and doc["description"].strip() != "", name,
-             "description", "required: say when the app sends this event")
+    require(isinstance(doc, dict), name, None, "must be a mapping with name, version and properties")
+    known_keys(doc, TOP_LEVEL_KEYS, name, None)
+    require(isinstance(doc.get("name"), str) and NAME_PATTERN.match(doc["name"]) is not None, name, "name",
+            "required; PascalCase ASCII such as ItemListed")
+    require(path.stem == doc["name"], name, "name", f"must match the file name ({path.stem})")
+    require(isinstance(doc.get("version"), int) and doc["version"] >= 1, name, "version",
+            "required; a positive integer, bumped on every change")
+    require(isinstance(doc.get("description"), str) and doc["description"].strip() != "", name,
+            "description", "required: say when the app sends this event")
     properties = normalise_properties(doc.get("properties", {}), name, "properties", shared)
     return EventType(
         name=doc["name"], version=doc["version"], description=doc["description"].strip(), filename=name,
@@ -220,9 +201,9 @@ def load_event_type(path: Path, max_depth: int, shared: dict[str, Any] | None = 
 def load_shared_fields(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
-    doc = _load_yaml(path)
-    _require(isinstance(doc, dict) and isinstance(doc.get("fields"), dict), path.name, "fields",
-             "must hold a 'fields' mapping of name to field spec")
+    doc = read_yaml(path)
+    require(isinstance(doc, dict) and isinstance(doc.get("fields"), dict), path.name, "fields",
+            "must hold a 'fields' mapping of name to field spec")
     for name, spec in doc["fields"].items():  # validate each once, so errors name _shared.yaml
         normalise_spec(spec, path.name, f"fields.{name}")
     return doc["fields"]
@@ -240,13 +221,13 @@ def load_catalog(directory: Path, *, max_depth: int = 8, check_lock: bool = True
             continue
         event_type = load_event_type(path, max_depth, shared)
         types[event_type.name] = event_type
-    _require(bool(types), str(directory), None, "no event types found (*.yaml)")
+    require(bool(types), str(directory), None, "no event types found (*.yaml)")
 
     context_file = directory / "_context.yaml"
-    _require(context_file.exists(), "_context.yaml", None, "the shared context definition is missing")
-    doc = _load_yaml(context_file)
-    _require(isinstance(doc, dict) and "context" in doc, "_context.yaml", "context",
-             "must hold a 'context' object definition")
+    require(context_file.exists(), "_context.yaml", None, "the shared context definition is missing")
+    doc = read_yaml(context_file)
+    require(isinstance(doc, dict) and "context" in doc, "_context.yaml", "context",
+            "must hold a 'context' object definition")
     spec = normalise_spec({"type": "object", **doc["context"]}, "_context.yaml", "context")
     context_check = compile_object(spec["properties"], "context", max_depth, spec["additional_properties"])
 

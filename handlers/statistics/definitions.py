@@ -4,7 +4,8 @@ An analyst adds a metric by adding one file — no code — exactly like an even
 wrong with a definition is found when the statistics consumer starts, not hours later as silently empty or
 wrong numbers: each path is checked against the event type's properties (or the shared context), fields to
 add up must be numbers, and the windows must fit one Lambda event source mapping. A broken file raises
-:class:`DefinitionError` naming the file, the field and the reason.
+:class:`DefinitionError` naming the file, the field and the reason — read with the rules every definition file
+shares (:mod:`handlers.schema.rules`, :mod:`handlers.schema.paths`).
 
 All metrics share one stream: the mapping's ``TumblingWindowInSeconds`` is the gcd of the metric windows
 (at most 900 s, Lambda's limit); a longer metric window is the sum of its stream sub-windows, which the
@@ -19,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from handlers.schema.errors import DefinitionError
 from handlers.schema.event_types import Catalog, EventType
+from handlers.schema.paths import field_spec
+from handlers.schema.rules import duration, known_keys, read_yaml, require, required_keys
 
 MAX_STREAM_WINDOW_SECONDS = 900  # Lambda's TumblingWindowInSeconds upper bound
 MAX_WINDOW_SECONDS = 3600
@@ -33,10 +34,8 @@ FIELD_AGGREGATIONS = frozenset({"sum", "min", "max", "avg"})
 SCALAR_KINDS = frozenset({"string", "integer", "number", "boolean", "enum", "timestamp"})
 NUMERIC_KINDS = frozenset({"integer", "number"})
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-WINDOW_PATTERN = re.compile(r"^([1-9][0-9]*)([smh])$")
-UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
-TOP_LEVEL_KEYS = frozenset({"name", "version", "description", "owner", "events", "group_by", "window",
-                            "aggregation", "field"})
+TOP_LEVEL_KEYS = ("name", "version", "description", "owner", "events", "group_by", "window", "aggregation", "field")
+REQUIRED_KEYS = ("name", "version", "description", "events", "window", "aggregation")
 
 
 @dataclass(frozen=True)
@@ -75,22 +74,14 @@ class MetricSet:
         return next((m for m in self.metrics if m.name == name), None)
 
 
-def _require(condition: bool, filename: str, path: str | None, message: str) -> None:
-    if not condition:
-        raise DefinitionError(filename, path, message)
-
-
 def _is_scalar(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
 
 def parse_window(value: Any, filename: str) -> int:
     """``"60s"`` / ``"5m"`` / ``"1h"`` -> seconds (at most one hour)."""
-    match = WINDOW_PATTERN.match(value) if isinstance(value, str) else None
-    _require(match is not None, filename, "window", f"{value!r} is not a window; write e.g. 60s, 5m or 1h")
-    assert match is not None
-    seconds = int(match.group(1)) * UNIT_SECONDS[match.group(2)]
-    _require(seconds <= MAX_WINDOW_SECONDS, filename, "window", f"{value} is longer than one hour")
+    seconds = duration(value, filename, "window")
+    require(seconds <= MAX_WINDOW_SECONDS, filename, "window", f"{value} is longer than one hour")
     return seconds
 
 
@@ -102,48 +93,33 @@ def resolve_path(path: Any, event_type: EventType | None, catalog: Catalog, file
     ``context.<...>`` a field declared in ``_context.yaml``. Undeclared paths are refused (a typo would
     otherwise group everything under None), and so are PII fields: metric rows are not scrubbed.
     """
-    _require(isinstance(path, str) and path != "", filename, where, "a path must be a non-empty string")
+    require(isinstance(path, str) and path != "", filename, where, "a path must be a non-empty string")
     parts = path.split(".")
-    _require(all(parts), filename, where, f"{path!r} has an empty segment")
+    require(all(parts), filename, where, f"{path!r} has an empty segment")
     if parts == ["type"]:
         return {"type": "string", "pii": False}
     root = parts[0]
     if root == "properties":
-        _require(event_type is not None, filename, where,
-                 f"events.type '{ANY_TYPE}' matches every type: only 'type' and 'context.*' paths are allowed, "
-                 f"not {path!r}")
-        assert event_type is not None
-        _require(2 <= len(parts) <= 3, filename, where,
-                 f"{path!r}: a property path is properties.<prop> or properties.<prop>.<sub>")
-        specs, declared_in = event_type.properties, f"event type {event_type.name} ({event_type.filename})"
+        require(event_type is not None, filename, where,
+                f"events.type '{ANY_TYPE}' matches every type: only 'type' and 'context.*' paths are allowed, "
+                f"not {path!r}")
+        require(2 <= len(parts) <= 3, filename, where,
+                f"{path!r}: a property path is properties.<prop> or properties.<prop>.<sub>")
     elif root == "context":
-        _require(len(parts) >= 2, filename, where, "a context path names a field: context.<field>[.<sub>...]")
-        specs, declared_in = catalog.context_properties, "_context.yaml"
+        require(len(parts) >= 2, filename, where, "a context path names a field: context.<field>[.<sub>...]")
     else:
         raise DefinitionError(filename, where, f"{path!r}: a path is 'type', 'properties.<prop>[.<sub>]' "
                                                f"or 'context.<field>[...]'")
-    spec: dict[str, Any] = {}
-    for depth, part in enumerate(parts[1:], start=1):
-        prefix = ".".join(parts[:depth])
-        _require(part in specs, filename, where,
-                 f"{path!r}: no field {part!r} under {prefix} in {declared_in} "
-                 f"(known: {', '.join(sorted(specs)) or 'none'})")
-        spec = specs[part]
-        _require(not spec["pii"], filename, where,
-                 f"{path!r} is marked pii: metrics must not group, filter or add up personal data")
-        if depth < len(parts) - 1:
-            _require(spec["type"] == "object", filename, where,
-                     f"{path!r}: {'.'.join(parts[:depth + 1])} is a {spec['type']}, not an object")
-            specs = spec["properties"]
-    return spec
+    return field_spec(path, event_type, catalog, filename, where,
+                      no_pii="metrics must not group, filter or add up personal data")
 
 
 def _scalar_path(path: Any, event_type: EventType | None, catalog: Catalog, filename: str,
                  where: str) -> dict[str, Any]:
     spec = resolve_path(path, event_type, catalog, filename, where)
-    _require(spec["type"] in SCALAR_KINDS, filename, where,
-             f"{path!r} is a {spec['type']}: only scalar fields ({', '.join(sorted(SCALAR_KINDS))}) can be "
-             f"grouped by or filtered on")
+    require(spec["type"] in SCALAR_KINDS, filename, where,
+            f"{path!r} is a {spec['type']}: only scalar fields ({', '.join(sorted(SCALAR_KINDS))}) can be "
+            f"grouped by or filtered on")
     return spec
 
 
@@ -151,20 +127,20 @@ def _load_where(where: Any, event_type: EventType | None, catalog: Catalog,
                 filename: str) -> tuple[tuple[str, tuple[Any, ...]], ...]:
     if where is None:
         return ()
-    _require(isinstance(where, dict), filename, "events.where", "must be a mapping of path to allowed values")
+    require(isinstance(where, dict), filename, "events.where", "must be a mapping of path to allowed values")
     out = []
     for path, values in where.items():
         here = f"events.where.{path}"
         spec = _scalar_path(path, event_type, catalog, filename, here)
-        _require(isinstance(values, list) and len(values) > 0 and all(_is_scalar(v) for v in values),
-                 filename, here, "must be a non-empty list of allowed values (strings, numbers, booleans)")
+        require(isinstance(values, list) and len(values) > 0 and all(_is_scalar(v) for v in values),
+                filename, here, "must be a non-empty list of allowed values (strings, numbers, booleans)")
         if spec["type"] == "enum":
             unknown = [v for v in values if v not in spec["values"]]
-            _require(not unknown, filename, here,
-                     f"{unknown} not among the enum's values ({', '.join(spec['values'])}): it would never match")
+            require(not unknown, filename, here,
+                    f"{unknown} not among the enum's values ({', '.join(spec['values'])}): it would never match")
         if path == "type":
             unknown = [v for v in values if v not in catalog.types]
-            _require(not unknown, filename, here, f"unknown event type(s) {unknown}: it would never match")
+            require(not unknown, filename, here, f"unknown event type(s) {unknown}: it would never match")
         out.append((path, tuple(values)))
     return tuple(out)
 
@@ -172,10 +148,10 @@ def _load_where(where: Any, event_type: EventType | None, catalog: Catalog,
 def _load_group_by(group_by: Any, event_type: EventType | None, catalog: Catalog, filename: str) -> tuple[str, ...]:
     if group_by is None:
         return ()
-    _require(isinstance(group_by, list), filename, "group_by", "must be a list of paths")
-    _require(len(group_by) <= MAX_GROUP_BY, filename, "group_by",
-             f"{len(group_by)} paths; at most {MAX_GROUP_BY} (every extra dimension multiplies the groups)")
-    _require(len(set(map(str, group_by))) == len(group_by), filename, "group_by", "a path is listed twice")
+    require(isinstance(group_by, list), filename, "group_by", "must be a list of paths")
+    require(len(group_by) <= MAX_GROUP_BY, filename, "group_by",
+            f"{len(group_by)} paths; at most {MAX_GROUP_BY} (every extra dimension multiplies the groups)")
+    require(len(set(map(str, group_by))) == len(group_by), filename, "group_by", "a path is listed twice")
     for index, path in enumerate(group_by):
         _scalar_path(path, event_type, catalog, filename, f"group_by[{index}]")
     return tuple(group_by)
@@ -184,48 +160,44 @@ def _load_group_by(group_by: Any, event_type: EventType | None, catalog: Catalog
 def load_metric(path: Path, catalog: Catalog) -> MetricDefinition:
     """One file -> a checked definition (windows across files are checked by :func:`load_metrics`)."""
     name = path.name
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise DefinitionError(name, None, f"not valid YAML: {exc}") from None
-    _require(isinstance(doc, dict), name, None, "must be a mapping with name, version, events, window, aggregation")
-    unknown = set(doc) - TOP_LEVEL_KEYS
-    _require(not unknown, name, None, f"unknown top-level key(s) {sorted(map(str, unknown))}")
-    _require(isinstance(doc.get("name"), str) and NAME_PATTERN.match(doc["name"]) is not None, name, "name",
-             "required; snake_case ASCII such as leads_per_category")
-    _require(doc["name"] == path.stem, name, "name", f"must match the file name ({path.stem})")
+    doc = read_yaml(path)
+    require(isinstance(doc, dict), name, None, "must be a mapping with name, version, events, window, aggregation")
+    known_keys(doc, TOP_LEVEL_KEYS, name, None)
+    required_keys(doc, REQUIRED_KEYS, name)
+    require(isinstance(doc.get("name"), str) and NAME_PATTERN.match(doc["name"]) is not None, name, "name",
+            "required; snake_case ASCII such as leads_per_category")
+    require(doc["name"] == path.stem, name, "name", f"must match the file name ({path.stem})")
     version = doc.get("version")
-    _require(isinstance(version, int) and not isinstance(version, bool) and version >= 1, name, "version",
-             "required; a positive integer, bumped whenever the numbers it produces change meaning")
-    _require(isinstance(doc.get("description"), str) and doc["description"].strip() != "", name, "description",
-             "required: say what the number means")
+    require(isinstance(version, int) and not isinstance(version, bool) and version >= 1, name, "version",
+            "required; a positive integer, bumped whenever the numbers it produces change meaning")
+    require(isinstance(doc.get("description"), str) and doc["description"].strip() != "", name, "description",
+            "required: say what the number means")
 
     events = doc.get("events")
-    _require(isinstance(events, dict), name, "events", "required: a mapping with 'type' and optional 'where'")
-    unknown = set(events) - {"type", "where"}
-    _require(not unknown, name, "events", f"unknown key(s) {sorted(map(str, unknown))}; use type and where")
+    require(isinstance(events, dict), name, "events", "required: a mapping with 'type' and optional 'where'")
+    known_keys(events, ("type", "where"), name, "events")
     type_name = events.get("type")
-    _require(type_name == ANY_TYPE or (isinstance(type_name, str) and type_name in catalog.types), name,
-             "events.type", f"{type_name!r} is not an event type; use '{ANY_TYPE}' or one of "
-                            f"{', '.join(sorted(catalog.types))}")
+    require(type_name == ANY_TYPE or (isinstance(type_name, str) and type_name in catalog.types), name,
+            "events.type", f"{type_name!r} is not an event type; use '{ANY_TYPE}' or one of "
+                           f"{', '.join(sorted(catalog.types))}")
     event_type = None if type_name == ANY_TYPE else catalog.types[type_name]
     where = _load_where(events.get("where"), event_type, catalog, name)
     group_by = _load_group_by(doc.get("group_by"), event_type, catalog, name)
     window = parse_window(doc.get("window"), name)
 
     aggregation = doc.get("aggregation")
-    _require(aggregation in AGGREGATIONS, name, "aggregation",
-             f"{aggregation!r} is not an aggregation; use one of {', '.join(AGGREGATIONS)}")
+    require(aggregation in AGGREGATIONS, name, "aggregation",
+            f"{aggregation!r} is not an aggregation; use one of {', '.join(AGGREGATIONS)}")
     field = doc.get("field")
     if aggregation in FIELD_AGGREGATIONS:
-        _require(field is not None, name, "field", f"required for {aggregation}: the numeric property to aggregate")
-        _require(isinstance(field, str) and field.startswith("properties."), name, "field",
-                 f"{field!r}: {aggregation} aggregates a numeric property, properties.<prop>[.<sub>]")
+        require(field is not None, name, "field", f"required for {aggregation}: the numeric property to aggregate")
+        require(isinstance(field, str) and field.startswith("properties."), name, "field",
+                f"{field!r}: {aggregation} aggregates a numeric property, properties.<prop>[.<sub>]")
         spec = resolve_path(field, event_type, catalog, name, "field")
-        _require(spec["type"] in NUMERIC_KINDS, name, "field",
-                 f"{field!r} is a {spec['type']}; {aggregation} needs a number or integer property")
+        require(spec["type"] in NUMERIC_KINDS, name, "field",
+                f"{field!r} is a {spec['type']}; {aggregation} needs a number or integer property")
     else:
-        _require(field is None, name, "field", f"not allowed for {aggregation} (it does not read a field)")
+        require(field is None, name, "field", f"not allowed for {aggregation} (it does not read a field)")
     return MetricDefinition(
         name=doc["name"], version=version, description=doc["description"].strip(), event_type=type_name,
         where=where, group_by=group_by, window_seconds=window, aggregation=aggregation, field=field,
@@ -236,10 +208,10 @@ def load_metric(path: Path, catalog: Catalog) -> MetricDefinition:
 def load_metrics(directory: Path, catalog: Catalog) -> MetricSet:
     """Load every ``*.yaml`` under ``directory``; raise DefinitionError on the first broken file."""
     directory = Path(directory)
-    _require(directory.is_dir(), str(directory), None, "metrics directory not found")
+    require(directory.is_dir(), str(directory), None, "metrics directory not found")
     metrics = tuple(load_metric(path, catalog) for path in sorted(directory.glob("*.yaml"))
                     if not path.name.startswith("_"))
-    _require(bool(metrics), str(directory), None, "no metric definitions found (*.yaml)")
+    require(bool(metrics), str(directory), None, "no metric definitions found (*.yaml)")
 
     stream = math.gcd(*(m.window_seconds for m in metrics))
     if stream > MAX_STREAM_WINDOW_SECONDS:
@@ -250,8 +222,8 @@ def load_metrics(directory: Path, catalog: Catalog) -> MetricSet:
                               f"use windows whose gcd is at most {MAX_STREAM_WINDOW_SECONDS} s")
     for metric in metrics:
         if metric.aggregation == "distinct_users":
-            _require(metric.window_seconds == stream, metric.filename, "window",
-                     f"distinct_users must use the stream window ({stream} s, the gcd of all metric windows), "
-                     f"not {metric.window_seconds} s: its per-shard sketches cannot be summed across "
-                     f"sub-windows (a user active in two sub-windows would count twice)")
+            require(metric.window_seconds == stream, metric.filename, "window",
+                    f"distinct_users must use the stream window ({stream} s, the gcd of all metric windows), "
+                    f"not {metric.window_seconds} s: its per-shard sketches cannot be summed across "
+                    f"sub-windows (a user active in two sub-windows would count twice)")
     return MetricSet(metrics=metrics, stream_window_seconds=stream)

@@ -18,7 +18,6 @@ validated once at load (file and field in every error).
 """
 from __future__ import annotations
 
-import re
 import statistics
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,17 +28,9 @@ import sentry_sdk
 import yaml
 
 from handlers.schema.errors import DefinitionError
+from handlers.schema.rules import duration
 
-DURATION = re.compile(r"^(\d+)\s*(s|m|h|d)$")
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 METRIC = "events_per_type"
-
-
-def parse_duration(value: Any, filename: str, where: str) -> timedelta:
-    match = DURATION.match(str(value).strip()) if isinstance(value, (str, int)) else None
-    if not match or int(match[1]) <= 0:
-        raise DefinitionError(filename, where, f"{value!r} is not a duration like 30m, 1h or 2d")
-    return timedelta(seconds=int(match[1]) * UNITS[match[2]])
 
 
 @dataclass(frozen=True)
@@ -84,9 +75,9 @@ def load_checks(path: Path, known_types: Sequence[str] | None = None) -> list[Ty
             raise DefinitionError(filename, where, "need 1 <= min_baseline_days <= baseline_days <= 60 (integers)")
         checks.append(TypeCheck(
             event_type=name,
-            absent_for=parse_duration(merged["absent_for"], filename, f"{where}.absent_for")
+            absent_for=timedelta(seconds=duration(merged["absent_for"], filename, f"{where}.absent_for"))
             if merged.get("absent_for") else None,
-            window=parse_duration(merged.get("window", "1h"), filename, f"{where}.window"),
+            window=timedelta(seconds=duration(merged.get("window", "1h"), filename, f"{where}.window")),
             factor=float(factor), min_usual=float(merged.get("min_usual", 50)),
             baseline_days=days, min_baseline_days=least))
     return checks

@@ -5,27 +5,15 @@ The caller names the file (a deployed consumer: its ``TRACKING_CONFIG`` variable
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from handlers.schema.errors import DefinitionError
-
 from handlers.core.config import PACKAGE_ROOT
+from handlers.schema.errors import DefinitionError
+from handlers.schema.rules import duration, read_yaml
 
 DEFAULT_SETTINGS = PACKAGE_ROOT / "config" / "tracking.yaml"
-_DURATION = re.compile(r"^(\d+)([smhd])$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: Any, filename: str, field: str) -> float:
-    match = _DURATION.match(str(text))
-    if not match:
-        raise DefinitionError(filename, field, f"{text!r} is not a duration like 90s, 15m, 24h or 30d")
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
 @dataclass(frozen=True)
@@ -44,10 +32,7 @@ class Settings:
 def load_settings(path: Path | None = None) -> Settings:
     path = Path(path or DEFAULT_SETTINGS)
     name = path.name
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise DefinitionError(name, None, f"cannot read settings: {exc}") from None
+    doc = read_yaml(path) or {}
     known = {"checks": {"max_future", "max_past"},
              "limits": {"max_record_bytes", "max_depth", "max_batch_events", "max_message_id_length",
                         "max_user_id_length"},
@@ -60,7 +45,7 @@ def load_settings(path: Path | None = None) -> Settings:
             if key not in known[section]:
                 raise DefinitionError(name, f"{section}.{key}", f"unknown key; expected {sorted(known[section])}")
             if key in ("max_future", "max_past"):
-                values[f"{key}_seconds"] = parse_duration(value, name, f"{section}.{key}")
+                values[f"{key}_seconds"] = duration(value, name, f"{section}.{key}", minimum=0)
             elif key == "firehose_backoff_seconds":
                 if not isinstance(value, (int, float)) or value < 0:
                     raise DefinitionError(name, f"{section}.{key}", "must be a non-negative number")

@@ -107,7 +107,7 @@ BROKEN = {
     "guard_rail_field_not_an_output": ({"guard_rails.output.field": "price"}, "guard_rails.output.field",
                                        "not an output"),
     "guard_rail_window_malformed": ({"guard_rails.max_change.window": "a day"}, "guard_rails.max_change.window",
-                                    "not a window"),
+                                    "not a duration"),
     "kill_switch_env_lowercase": ({"guard_rails.kill_switch.env": "disabled"}, "guard_rails.kill_switch.env",
                                   "capitals"),
     "golden_input_refused_by_endpoint": ({"golden_requests.0.input.category": "phone"},
