@@ -18,7 +18,6 @@ accept takes the generic path described above, which alone decides rejections.
 from __future__ import annotations
 
 import binascii
-import re
 import traceback
 import zlib
 from dataclasses import dataclass, field
@@ -33,14 +32,13 @@ from handlers.schema.event_types import Catalog
 from handlers.schema.fields import canonical_timestamp, sanitise_string
 from handlers.tracking.errors import Invalid, Reason, Rejection
 from handlers.tracking.fastpath import FastDecoder, to_builtins
+from handlers.tracking.json_errors import explain_bad_json
 from handlers.tracking.settings import Settings
 
 SEGMENT_CALLS = frozenset({"track", "screen", "identify", "page", "group", "alias"})
 _SEGMENT_TYPES = {"screen": "Screen", "identify": "Identify", "page": "Page", "group": "Group", "alias": "Alias"}
 _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark: RFC 8259 lets a parser ignore it, orjson refuses it
-_NON_FINITE = re.compile(r"-?(?:NaN|Infinity)(?![A-Za-z0-9_])")
-_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
 _MAX_EXCEPTION_CHARS = 8000  # Rejection.exception: the traceback's end (the innermost frames and the message)
 
 
@@ -246,44 +244,11 @@ class Processor:
         try:
             payload = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
-            raise self._explain_bad_json(data, exc) from None
+            raise explain_bad_json(data, exc) from None
         if type(payload) is not dict:
             kind = "array" if isinstance(payload, list) else type(payload).__name__
             raise Invalid(Reason.NOT_AN_OBJECT, None, f"the record is a JSON {kind}, not an object")
         return payload
-
-    @staticmethod
-    def _explain_bad_json(data: bytes, exc: orjson.JSONDecodeError) -> Invalid:
-        """Why orjson refused ``data``, from its message and the text at the error's position.
-
-        Never re-parses with another parser: the standard library's recurses (a RecursionError on deep input)
-        and is slow; what orjson saw at ``exc.pos`` (a character offset) is all that is needed.
-        """
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as bad:
-            return Invalid(Reason.INVALID_UTF8, None, f"invalid UTF-8 at byte {bad.start}: {bad.reason}")
-        message = str(exc)
-        if message.startswith("depth limit exceeded") or "recursion" in message.lower():
-            return Invalid(Reason.TOO_DEEP, None, "JSON nesting exceeds the parser's limit (1024 levels)")
-        pos = exc.pos if type(exc.pos) is int and 0 <= exc.pos <= len(text) else 0
-        if message.startswith(("unexpected character, expected a JSON value", "no digit after sign")):
-            start = pos - 1 if pos and text[pos - 1] == "-" else pos  # orjson points after the sign of -Infinity
-            if _NON_FINITE.match(text, start):
-                return Invalid(Reason.NON_FINITE_NUMBER, None, "NaN or Infinity is not a valid JSON number")
-        number = _NUMBER.match(text, pos) if message.startswith("number is infinity") else None
-        if number is not None:
-            # Valid JSON (RFC 8259 lets a parser limit the range), so not not_json; a real number, so not
-            # non_finite_number: too large for the 64-bit float it would become (orjson turns integers beyond
-            # 64 bits into floats), i.e. out of the range any field can hold — out_of_range.
-            literal = number.group()
-            if number.group(1) is None and number.group(2) is None:
-                digits = len(literal.lstrip("-"))
-                return Invalid(Reason.OUT_OF_RANGE, None, f"an integer of {digits} digits is beyond the 64-bit range")
-            return Invalid(Reason.OUT_OF_RANGE, None,
-                           f"{literal[:40]}{'…' if len(literal) > 40 else ''} is beyond the 64-bit floating-point "
-                           "range")
-        return Invalid(Reason.NOT_JSON, None, f"not JSON: {message}")
 
     # -- event level --------------------------------------------------------------------------------
     def _process_event(self, obj: Any, record: RawRecord, index: int, result: BatchResult, seen: set[str],
