@@ -39,7 +39,7 @@ import sentry_sdk
 
 from handlers.core.alerts import init_sentry
 from handlers.core.aws import client
-from handlers.core.config import ConfigError
+from handlers.core.config import PACKAGE_ROOT, ConfigError
 from handlers.ml.definition import load_definition
 from handlers.ml.errors import TrainingRejected
 from handlers.ml.report import TrainingReport
@@ -48,7 +48,7 @@ from handlers.ml.training import run_training
 from handlers.schema.errors import DefinitionError
 
 EXIT_PUBLISHED, EXIT_ERROR, EXIT_NOT_PUBLISHED = 0, 1, 2
-DEFAULT_EVENT_TYPES = Path(__file__).resolve().parents[2] / "event_types"
+DEFAULT_EVENT_TYPES = PACKAGE_ROOT / "event_types"
 log = logging.getLogger("handlers.ml.batch_job")
 
 

@@ -47,7 +47,7 @@ from pathlib import Path
 from urllib.parse import unquote_plus
 from typing import Any, Callable, Mapping
 
-from handlers.core.config import ConfigError
+from handlers.core.config import PACKAGE_ROOT, ConfigError
 from handlers.ml.definition import load_definitions
 from handlers.ml.definition_types import GoldenRequest, ModelDefinition
 from handlers.ml.errors import NoValidatedVersion, StoreError
@@ -63,7 +63,6 @@ ROLLBACK_PREFIX = "rollback:"
 VALIDATOR_REASON = "validator"
 # Error codes of the serving app that are the candidate's own fault (see handlers.ml.serving.errors).
 CANDIDATE_FAULTS = frozenset({"model_unloadable", "prediction_failed", "unknown_version"})
-ROOT = Path(__file__).resolve().parents[3]  # the zip's (and the repo's) root: handlers/ and models/ side by side
 
 
 class Outcome(str, enum.Enum):
@@ -298,7 +297,7 @@ class ValidatorSettings:
                    iam_service=environ.get("SERVING_IAM_SERVICE", "execute-api").strip() or "execute-api",
                    region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "eu-west-1",
                    timeout=timeout, stage=environ.get("STAGE", "local"),
-                   definitions_dir=Path(environ.get("MODEL_DEFINITIONS_DIR") or ROOT / "models"))
+                   definitions_dir=Path(environ.get("MODEL_DEFINITIONS_DIR") or PACKAGE_ROOT / "models"))
 
     def client(self) -> HttpClient:
         signer = SigV4Signer(self.region, service=self.iam_service) if self.iam_auth else None
