@@ -13,7 +13,7 @@ STAGE  ?= DEV
 run: deps                     ## the main job: local stage + 20,000 events + conservation report
 	$(PY) -m letgo demo
 
-test: deps browser tools package  ## all test tiers (unit, functional, e2e) incl. the deployment checks
+test: deps browser tools package lint  ## lint, then all test tiers (unit, functional, e2e, chaos) incl. the deployment checks
 	LETGO_REQUIRE_BROWSER=1 $(PY) -m pytest -q
 
 test-unit: $(STAMP)
@@ -31,7 +31,8 @@ chaos: deps                   ## the chaos suite alone: sink outages, poison rec
 bench: deps                   ## performance ratios against baselines measured in the same run
 	$(PY) -m bench
 
-lint: $(STAMP)
+lint: $(STAMP)                ## ruff (rules in pyproject.toml), then the event types' versions
+	$(VENV)/bin/ruff check handlers letgo deploy bench tests
 	$(PY) -m letgo types check
 
 deps: $(STAMP)

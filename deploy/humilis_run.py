@@ -174,7 +174,8 @@ def preview(stage: str, parameters: Path = PARAMETERS) -> int:
     for layer in env.layers:
         exists = layer.in_cf
         name = f"preview-{int(time.time())}"
-        cf.create_change_set(StackName=layer.cf_name, ChangeSetName=name, ChangeSetType="UPDATE" if exists else "CREATE",
+        cf.create_change_set(StackName=layer.cf_name, ChangeSetName=name,
+                             ChangeSetType="UPDATE" if exists else "CREATE",
                              TemplateBody=json.dumps(layer.compile(), default=str),
                              Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"])
         for _ in range(300):

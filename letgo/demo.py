@@ -88,7 +88,8 @@ def run_statistics(stage: LocalStage, report_dir: Path, say=print) -> dict[str, 
             column = {"distinct_users": "distinct_users"}.get(metric.aggregation, metric.aggregation)
             latest = [r for r in rows if rows and r["window_start"] == rows[-1]["window_start"]]
             top = sorted(latest, key=lambda r: -(r.get(column) or 0))[:3]
-            summary[metric.name] = {"windows": len({r["window_start"] for r in rows}), "aggregation": metric.aggregation,
+            summary[metric.name] = {"windows": len({r["window_start"] for r in rows}),
+                                    "aggregation": metric.aggregation,
                                     "latest_window": str(rows[-1]["window_start"]) if rows else None,
                                     "top": [{"group": dims_label(r["dims"]), "value": r.get(column)} for r in top]}
         chart_metric = handler.metrics.get("leads_per_category")

@@ -123,7 +123,8 @@ class EventSourceMapping:
             try:
                 return self.kinesis.get_records(ShardIterator=iterator, Limit=self.batch_size)
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") == "ExpiredIteratorException" and shard in self.checkpoints:
+                expired = exc.response.get("Error", {}).get("Code") == "ExpiredIteratorException"
+                if expired and shard in self.checkpoints:
                     iterator = self.kinesis.get_shard_iterator(
                         StreamName=self.stream_name, ShardId=shard, ShardIteratorType="AFTER_SEQUENCE_NUMBER",
                         StartingSequenceNumber=self.checkpoints[shard])["ShardIterator"]

@@ -373,7 +373,7 @@ def local_recoveries(info: dict[str, Any], functions: Iterable[str], *, say: Say
             handler = build_handler({"DATABASE_URL": info["env"]["DATABASE_URL"]})
             seconds = handler.metrics.stream_window_seconds
 
-            def new_mapping() -> TumblingWindowMapping:
+            def new_mapping(handler: Any = handler, seconds: int = seconds) -> TumblingWindowMapping:
                 return TumblingWindowMapping(kinesis, stream, handler.handle, window_seconds=seconds,
                                              maximum_retry_attempts=3, retry_delay=0.5, region=region,
                                              function_name="statistics", say=say)
@@ -383,9 +383,9 @@ def local_recoveries(info: dict[str, Any], functions: Iterable[str], *, say: Say
         elif function == "search-indexer":
             if indexer_invoke is None:
                 raise ValueError("the local search indexer's recovery runs where its index writer is (the stage)")
+            deliver = batch_deliverer(indexer_invoke, stream_arn=stream_arn, region=region, batch_size=500)
             recoveries.append((function, Recovery(function, sqs=sqs, queue_url=queues[function], reader=reader,
-                                                  say=say, deliver=batch_deliverer(indexer_invoke, stream_arn=stream_arn,
-                                                                                   region=region, batch_size=500))))
+                                                  say=say, deliver=deliver)))
         else:
             raise ValueError(f"unknown function {function!r}; expected one of {FUNCTIONS}")
     return recoveries

@@ -103,7 +103,7 @@ class LocalStage:
         if self.workdir.exists():
             shutil.rmtree(self.workdir)
         self.workdir.mkdir(parents=True)
-        self.say(f"starting moto server (AWS APIs) on 127.0.0.1 …")
+        self.say("starting moto server (AWS APIs) on 127.0.0.1 …")
         self.moto.start()
         self.say(f"  moto server at {self.moto.url}")
         self.say("starting PostgreSQL …")

@@ -11,8 +11,8 @@ REPO = Path(__file__).resolve().parents[1]
 HUMILIS_PY = REPO / ".venv-humilis" / "bin" / "python"
 CHECKOV = REPO / ".venv-checkov" / "bin" / "checkov"
 STAGES = ("LOCAL", "DEV", "PROD")
-LAYERS = ("storage", "vpc", "aurora", "kinesis", "statistics", "elasticsearch", "search-indexer", "search-api", "batch", "model-serving", "model-validator", "redshift",
-          "jupyterhub", "api-gateway")  # in order
+LAYERS = ("storage", "vpc", "aurora", "kinesis", "statistics", "elasticsearch", "search-indexer", "search-api",
+          "batch", "model-serving", "model-validator", "redshift", "jupyterhub", "api-gateway")  # in order
 # moto's CloudFormation models neither RDS clusters nor OpenSearch domains (nor the search API on top), nor
 # Redshift's managed password;
 # the notebooks (jupyterhub) need the redshift layer

@@ -10,7 +10,7 @@ events for it is not.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 T = TypeVar("T")
 

@@ -62,10 +62,10 @@ class SearchBackend(abc.ABC):
     def setup(self) -> None:
         """Create whatever is missing (indices, templates, aliases). Idempotent: run it on every start/deploy."""
 
-    def refresh(self) -> None:
+    def refresh(self) -> None:  # noqa: B027 - optional: an engine that searches what it wrote needs nothing
         """Make everything written so far searchable."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: an engine holding no resources needs nothing
         """Release clients, writers and files. The backend is unusable afterwards."""
 
     def __enter__(self) -> "SearchBackend":

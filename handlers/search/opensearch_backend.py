@@ -31,9 +31,9 @@ __all__ = ["OpenSearchBackend", "OpenSearchConfig"]
 class OpenSearchBackend(SearchBackend):
     name = NAME
 
-    def __init__(self, config: OpenSearchConfig, *, ranking: Ranking = Ranking(), client: Any = None) -> None:
+    def __init__(self, config: OpenSearchConfig, *, ranking: Ranking | None = None, client: Any = None) -> None:
         self.config = config
-        self.ranking = ranking
+        self.ranking = ranking or Ranking()
         self.cluster = Cluster(config, client)
         self.names = self.cluster.names
 

@@ -36,10 +36,10 @@ class TantivyBackend(SearchBackend):
 
     name = "tantivy"
 
-    def __init__(self, path: Path | str | None = None, *, ranking: Ranking = Ranking(),
+    def __init__(self, path: Path | str | None = None, *, ranking: Ranking | None = None,
                  writer_heap_bytes: int = 32_000_000) -> None:
         self.path = Path(path) if path is not None else None
-        self.ranking = ranking
+        self.ranking = ranking or Ranking()
         self._heap = writer_heap_bytes
         self._indices: dict[str, LanguageIndex] = {}
         self._lock = threading.Lock()

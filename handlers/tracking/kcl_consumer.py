@@ -86,7 +86,8 @@ class TrackingRecordProcessor(_Base):  # type: ignore[misc,valid-type]
             except Exception as exc:  # noqa: BLE001 - a bug: kclpy would swallow it and skip the batch
                 errors += 1
                 if errors >= self.max_attempts:
-                    raise ShardHalted(f"{self.shard_id}: {type(exc).__name__}: {exc} (after {errors} attempts)") from exc
+                    raise ShardHalted(f"{self.shard_id}: {type(exc).__name__}: {exc} "
+                                      f"(after {errors} attempts)") from exc
                 self.sleep(self.backoff_seconds * 2 ** (errors - 1))
                 continue
             self.outcomes.append(outcome)

@@ -73,7 +73,8 @@ def stage_recoveries(cloudformation: Any, stage: str, functions: Iterable[str], 
             invoke = lambda_invoker(lambda_client, layer["StatisticsFunctionName"])
             seconds = statistics_window_seconds()
 
-            def new_mapping(invoke: Callable[[dict[str, Any]], Any] = invoke) -> TumblingWindowMapping:
+            def new_mapping(invoke: Callable[[dict[str, Any]], Any] = invoke,
+                            seconds: int = seconds) -> TumblingWindowMapping:
                 return TumblingWindowMapping(kinesis, stream, invoke, window_seconds=seconds, maximum_retry_attempts=3,
                                              retry_delay=2.0, region=region, function_name="statistics", say=say)
             recoveries.append((function, Recovery(function, sqs=sqs, queue_url=layer["OnFailureQueueUrl"],

@@ -60,7 +60,8 @@ def domain_config(endpoint: str, *, region: str, replicas: int, env: Mapping[str
                   ) -> OpenSearchConfig:
     """The backend configuration for the domain (other ``LETGO_OPENSEARCH_*`` variables still count)."""
     return OpenSearchConfig.from_env({**Env(env).values, "LETGO_OPENSEARCH_URL": f"https://{endpoint}",
-                                      "LETGO_OPENSEARCH_AWS_REGION": region, "LETGO_OPENSEARCH_REPLICAS": str(replicas)})
+                                      "LETGO_OPENSEARCH_AWS_REGION": region,
+                                      "LETGO_OPENSEARCH_REPLICAS": str(replicas)})
 
 
 def signed_client(config: OpenSearchConfig, session: boto3.session.Session) -> Any:

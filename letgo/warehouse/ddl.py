@@ -314,7 +314,7 @@ def evolve(old_properties: Mapping[str, Mapping[str, Any]], new_properties: Mapp
     if problems:
         raise DefinitionError(event_type.filename, problems[0].split(" ")[0],
                               "breaking change refused by the warehouse: " + "; ".join(problems)
-                              + f". Its columns keep the old meaning for stored rows: add a new event type instead.")
+                              + ". Its columns keep the old meaning for stored rows: add a new event type instead.")
     if dict(old_properties) == dict(new_properties):
         return []
     table = _qualified(CLUSTER_SCHEMA, event_type)

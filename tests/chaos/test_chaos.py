@@ -211,7 +211,8 @@ def test_poison_records_in_the_middle_of_batches(chaos_stage, ledger, monkeypatc
             raise ZeroDivisionError("a bug in a compiled check")
         return real_check(properties)
 
-    monkeypatch.setitem(consumer.processor.catalog.types, "Lead", dataclasses.replace(lead_type, check=check_with_a_bug))
+    monkeypatch.setitem(consumer.processor.catalog.types, "Lead",
+                        dataclasses.replace(lead_type, check=check_with_a_bug))
     consumer.processor.fast = None  # the fast path would accept the marked event before the (buggy) check
     mapping = mapping_for(stage, stream)
     mapping.drain()

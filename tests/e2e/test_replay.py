@@ -54,8 +54,10 @@ def truncate(stage):
 @pytest.mark.parametrize("retention", [timedelta(hours=168), timedelta(0)], ids=["from-kinesis", "from-archive"])
 def test_replay_after_a_wrong_metric_equals_a_clean_run(stage, tmp_path, retention):
     kinesis = client("kinesis")
-    buggy = build_handler({"DATABASE_URL": stage.postgres.dsn, "METRICS_DIR": str(metrics_dir(tmp_path, "b", buggy=True))})
-    fixed = build_handler({"DATABASE_URL": stage.postgres.dsn, "METRICS_DIR": str(metrics_dir(tmp_path, "f", buggy=False))})
+    buggy = build_handler({"DATABASE_URL": stage.postgres.dsn,
+                           "METRICS_DIR": str(metrics_dir(tmp_path, "b", buggy=True))})
+    fixed = build_handler({"DATABASE_URL": stage.postgres.dsn,
+                           "METRICS_DIR": str(metrics_dir(tmp_path, "f", buggy=False))})
     truncate(stage)
 
     def mapping(handler):

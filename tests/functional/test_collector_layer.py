@@ -109,7 +109,8 @@ def test_every_v1_route_is_a_post_behind_the_write_key_authorizer_with_an_api_ke
 
 def test_each_route_puts_the_whole_body_as_one_record_on_the_kinesis_layers_stream(template):
     stream_name = placeholder("StreamName", STAGE)  # what the kinesis layer's StreamName output renders to
-    assert api_gateway_entry()["stream_name"] == {"$layer_output": {"layer_name": "kinesis", "output_name": "StreamName"}}
+    assert api_gateway_entry()["stream_name"] == {
+        "$layer_output": {"layer_name": "kinesis", "output_name": "StreamName"}}
     for method in of_type(template, "AWS::ApiGateway::Method").values():
         integration = method["Properties"]["Integration"]
         assert integration["Type"] == "AWS" and integration["IntegrationHttpMethod"] == "POST"

@@ -13,7 +13,8 @@ pytestmark = pytest.mark.functional
 
 def test_database_url_is_built_from_the_rds_managed_secret_and_the_endpoint(stage):
     arn = client("secretsmanager").create_secret(
-        Name="rds-managed-test", SecretString=orjson.dumps({"username": "letgo_admin", "password": "p@ss/w:rd"}).decode()
+        Name="rds-managed-test",
+        SecretString=orjson.dumps({"username": "letgo_admin", "password": "p@ss/w:rd"}).decode()
     )["ARN"]
     config = ConsumerConfig.from_env(Env({"RAW_BUCKET": "r", "QUARANTINE_BUCKET": "q", "DATABASE_SECRET_ARN": arn,
                                           "DATABASE_HOST": "cluster.local", "DATABASE_PORT": "5433"}))

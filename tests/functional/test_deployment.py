@@ -77,7 +77,8 @@ def test_buckets_are_encrypted_private_and_tls_only(rendered, stage):
     for name, bucket in buckets.items():
         props = bucket["Properties"]
         assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"], name
-        assert all(props["PublicAccessBlockConfiguration"].values()) and len(props["PublicAccessBlockConfiguration"]) == 4
+        block = props["PublicAccessBlockConfiguration"]
+        assert all(block.values()) and len(block) == 4
         policy = resources[f"{name}Policy"]["Properties"]["PolicyDocument"]["Statement"]
         assert any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
                    for s in policy), name
@@ -164,7 +165,8 @@ def test_database_is_private_encrypted_with_managed_credentials(rendered):
         instances = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::RDS::DBInstance"]
         assert instances and all(i.get("PubliclyAccessible") is False for i in instances)
     prod = template(rendered, "PROD", "aurora")["Resources"]
-    assert [r["Properties"]["DeletionProtection"] for r in prod.values() if r["Type"] == "AWS::RDS::DBCluster"] == [True]
+    assert [r["Properties"]["DeletionProtection"] for r in prod.values()
+            if r["Type"] == "AWS::RDS::DBCluster"] == [True]
 
 
 def test_statistics_replay_parameter_restarts_the_mapping_at_that_time(tmp_path):
@@ -195,7 +197,8 @@ def test_firehose_partitions_processed_events_by_type_and_event_date(rendered, s
     assert processing["Enabled"] is True
     [extraction] = [p for p in processing["Processors"] if p["Type"] == "MetadataExtraction"]
     parameters = {p["ParameterName"]: p["ParameterValue"] for p in extraction["Parameters"]}
-    assert parameters == {"MetadataExtractionQuery": "{type: .type, dt: .timestamp[0:10]}", "JsonParsingEngine": "JQ-1.6"}
+    assert parameters == {"MetadataExtractionQuery": "{type: .type, dt: .timestamp[0:10]}",
+                          "JsonParsingEngine": "JQ-1.6"}
     # the consumer ends every Firehose record with "\n" itself, so Firehose must not append a second one
     assert not any(p["Type"] == "AppendDelimiterToRecord" for p in processing["Processors"])
 
@@ -238,7 +241,8 @@ def test_notebooks_run_on_a_private_imdsv2_spot_instance_with_a_read_only_role(r
 
     # the role: Session Manager's managed policy, otherwise read-only and scoped
     [(_, role)] = by_type["AWS::IAM::Role"]
-    assert role["ManagedPolicyArns"] == [{"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"}]
+    assert role["ManagedPolicyArns"] == [
+        {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"}]
     allowed = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
     actions = {a for s in allowed for a in as_list(s["Action"])}
     assert not any("*" in a for a in actions), actions
@@ -282,7 +286,8 @@ def test_warehouse_loader_receives_every_delivered_object_and_keeps_failures(ren
     assert variables["PROCESSED_BUCKET"] == bucket
     assert variables["COPY_ROLE_ARN"] == {"Fn::GetAtt": ["SpectrumRole", "Arn"]}
     rule = resources["DeliveredObjectsRule"]["Properties"]
-    assert rule["EventPattern"]["detail"] == {"bucket": {"name": [bucket]}, "object": {"key": [{"prefix": "events/type="}]}}
+    assert rule["EventPattern"]["detail"] == {"bucket": {"name": [bucket]},
+                                              "object": {"key": [{"prefix": "events/type="}]}}
     assert rule["Targets"][0]["Arn"] == {"Fn::GetAtt": ["LoaderFunction", "Arn"]}
     invoke = resources["LoaderInvokeConfig"]["Properties"]
     assert invoke["MaximumRetryAttempts"] == 2
@@ -304,7 +309,8 @@ def test_search_api_is_reached_only_through_the_http_api_and_reads_only_its_doma
     balancer = resources["LoadBalancer"]["Properties"]
     assert balancer["Scheme"] == "internal"
     assert balancer["Subnets"] == placeholder("PrivateSubnetIds", stage).split(",")
-    options = {(o["Namespace"], o["OptionName"]): o["Value"] for o in resources["Environment"]["Properties"]["OptionSettings"]}
+    options = {(o["Namespace"], o["OptionName"]): o["Value"]
+               for o in resources["Environment"]["Properties"]["OptionSettings"]}
     assert options[("aws:elbv2:loadbalancer", "SharedLoadBalancer")] == {"Ref": "LoadBalancer"}
     assert options[("aws:ec2:vpc", "AssociatePublicIpAddress")] == "false"
     assert options[("aws:ec2:vpc", "ELBScheme")] == "internal"
@@ -317,7 +323,8 @@ def test_search_api_is_reached_only_through_the_http_api_and_reads_only_its_doma
     assert [rule["CidrIp"] for rule in ingress] == [placeholder("VpcCidr", stage)]  # never 0.0.0.0/0
     stage_settings = resources["ApiStage"]["Properties"]
     assert stage_settings["DefaultRouteSettings"]["ThrottlingRateLimit"] > 0 and stage_settings["AccessLogSettings"]
-    policy = {s["Sid"]: s for s in resources["InstanceRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]}
+    policy = {s["Sid"]: s
+              for s in resources["InstanceRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]}
     assert policy["SearchDomainHttp"]["Resource"] == placeholder("DomainArn", stage) + "/*"
     assert not {"es:ESHttpPut", "es:ESHttpDelete"} & set(policy["SearchDomainHttp"]["Action"])  # it only reads
     assert "ReadObjects" not in policy  # the search API reads no bucket
@@ -373,7 +380,8 @@ def test_search_indexer_reads_the_stream_per_record_and_writes_only_its_domain(r
     manifest = json.loads((REPO / "dist" / "manifest.json").read_text())
     assert function["Code"]["S3Key"].endswith(manifest["indexer"]["file"])
     assert function["Handler"] == "handlers.search.lambda_indexer.handler"
-    assert function["Environment"]["Variables"]["LETGO_OPENSEARCH_URL"] == "https://" + placeholder("DomainEndpoint", "DEV")
+    assert function["Environment"]["Variables"]["LETGO_OPENSEARCH_URL"] == \
+        "https://" + placeholder("DomainEndpoint", "DEV")
     policy = {s["Sid"]: s for s in resources["IndexerRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]}
     assert policy["WriteTheSearchDomain"]["Resource"] == placeholder("DomainArn", "DEV") + "/*"
 
@@ -384,7 +392,8 @@ def test_model_serving_is_iam_only_and_the_validator_follows_every_pointer_move(
     serving = template(rendered, "DEV", "model-serving")["Resources"]
     routes = [r["Properties"] for r in serving.values() if r["Type"] == "AWS::ApiGatewayV2::Route"]
     assert routes and all(r["AuthorizationType"] == "AWS_IAM" for r in routes)  # not public
-    options = {(o["Namespace"], o["OptionName"]): o["Value"] for o in serving["Environment"]["Properties"]["OptionSettings"]}
+    options = {(o["Namespace"], o["OptionName"]): o["Value"]
+               for o in serving["Environment"]["Properties"]["OptionSettings"]}
     bucket = placeholder("ModelsBucketArn", "DEV").split(":")[-1]
     assert options[("aws:elasticbeanstalk:application:environment", "MODELS_BUCKET")] == bucket
     assert "Docker" in serving["Environment"]["Properties"]["SolutionStackName"]
@@ -399,7 +408,8 @@ def test_model_serving_is_iam_only_and_the_validator_follows_every_pointer_move(
     assert function["Code"]["S3Key"].endswith(manifest["validator"]["file"])
     assert function["Handler"] == "handlers.ml.serving.validator.handler"
     assert function["Environment"]["Variables"]["SERVING_IAM_AUTH"] == "1"
-    invoke = {s["Sid"]: s for s in validator["ValidatorRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]}
+    invoke = {s["Sid"]: s
+              for s in validator["ValidatorRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]}
     assert invoke["CallTheServingApi"]["Resource"]["Fn::Sub"].endswith(":" + placeholder("ApiId", "DEV") + "/*")
 
 

@@ -50,7 +50,8 @@ def test_retried_batch_overwrites_archive_and_skips_existing_rows(stage):
     outcomes = [lambda_consumer.process_event(event) for event in delivered]
     after = inventory(stage)
     assert (after.archive_objects, after.archived, after.postgres_rows, after.quarantined) == \
-        (before.archive_objects, before.archived, before.postgres_rows, before.quarantined) == (len(delivered), 31, 30, 1)
+        (before.archive_objects, before.archived, before.postgres_rows, before.quarantined) == \
+        (len(delivered), 31, 30, 1)
     assert sum(o.duplicates for o in outcomes) == 30 and sum(o.delivered_postgres for o in outcomes) == 0
 
 

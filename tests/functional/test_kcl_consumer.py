@@ -28,7 +28,7 @@ from handlers.core.aws import client
 from handlers.tracking.consumer import Consumer, ConsumerConfig, build_consumer
 from handlers.tracking.kcl_consumer import ShardHalted, TrackingRecordProcessor
 from letgo.producer import put_records
-from tests.stage_kit import inventory, pg_message_ids, send
+from tests.stage_kit import inventory, pg_message_ids
 from tests.functional.test_event_path import FlakyFirehose, lead
 
 pytestmark = pytest.mark.functional
@@ -86,7 +86,8 @@ def process_records_input(records: list[KclRecord], checkpointer: RecordingCheck
 def put_and_read(stage, payloads: list[bytes]) -> tuple[str, list[KclRecord]]:
     """Put the payloads on the stream and read them back from LATEST iterators taken before sending."""
     kinesis = client("kinesis")
-    shards = [s["ShardId"] for s in kinesis.describe_stream(StreamName=stage.names.stream)["StreamDescription"]["Shards"]]
+    description = kinesis.describe_stream(StreamName=stage.names.stream)["StreamDescription"]
+    shards = [s["ShardId"] for s in description["Shards"]]
     latest = {shard: kinesis.get_shard_iterator(StreamName=stage.names.stream, ShardId=shard,
                                                 ShardIteratorType="LATEST")["ShardIterator"] for shard in shards}
     put_records(kinesis, stage.names.stream, [(PARTITION_KEY, p) for p in payloads])

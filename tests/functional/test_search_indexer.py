@@ -76,7 +76,8 @@ def test_batching_and_replayed_batches_do_not_change_the_index(events, batch):
         one_go.refresh(), batched.refresh()
         assert indexed(batched, listing_ids) == indexed(one_go, listing_ids) == expected_state(events)
         request = SearchRequest(language="es", text="bicicleta")
-        assert [h.ad.item_id for h in batched.search(request).hits] == [h.ad.item_id for h in one_go.search(request).hits]
+        assert [h.ad.item_id for h in batched.search(request).hits] == \
+            [h.ad.item_id for h in one_go.search(request).hits]
 
 
 class _Event:

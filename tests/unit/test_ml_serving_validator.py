@@ -94,7 +94,7 @@ def test_parse_event_pointer_key_names_the_model():
     pointer_event(BUCKET, f"{PREFIX}price_suggestion/versions/v1/model.skops"),
     pointer_event(BUCKET, f"{PREFIX}price_suggestion/validated/v1.json"),
     pointer_event(BUCKET, f"{PREFIX}price_suggestion/pointer-log/x-v1.json"),
-    pointer_event(BUCKET, f"other/price_suggestion/current.json"),
+    pointer_event(BUCKET, "other/price_suggestion/current.json"),
     pointer_event(BUCKET, f"{PREFIX}a/b/current.json"),
     pointer_event("another-bucket", f"{PREFIX}price_suggestion/current.json"),
     pointer_event(BUCKET, f"{PREFIX}price_suggestion/current.json", detail_type="Object Deleted"),

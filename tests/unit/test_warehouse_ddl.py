@@ -80,7 +80,8 @@ def test_generated_statements_parse_as_redshift(name):
     assert isinstance(parse_one(loader.partition_statement(obj, spec)), exp.Alter)
     parsed = [None] + [parse_one(s) for s in loader.load_statements(obj, spec, "arn:aws:iam::1:role/copy")[1:]]
     assert [type(s) for s in parsed][1:] == [exp.Create, exp.Copy, exp.Delete, exp.Insert, exp.Drop]
-    assert loader.load_statements(obj, spec, "r")[0] == f"LOCK events.{ddl.table_name(event_type)}"  # sqlglot has no LOCK
+    # sqlglot has no LOCK
+    assert loader.load_statements(obj, spec, "r")[0] == f"LOCK events.{ddl.table_name(event_type)}"
     assert isinstance(parse_one(loader.expire_statement(spec, 30)), exp.Delete)
 
 

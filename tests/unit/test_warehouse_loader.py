@@ -80,7 +80,10 @@ def test_load_transaction_keeps_one_row_per_message_id_across_retries_and_duplic
     assert str(first[1][2]) == "2026-11-25 10:00:01"  # the first delivery wins (ORDER BY received_at)
 
 
-def _stubbed(target=Target("letgo-warehouse-dev", "warehouse", "arn:aws:secretsmanager:eu-west-1:1:secret:x")):
+TARGET = Target("letgo-warehouse-dev", "warehouse", "arn:aws:secretsmanager:eu-west-1:1:secret:x")
+
+
+def _stubbed(target=TARGET):
     client = aws.client("redshift-data")
     return RedshiftData(target, client, sleep=lambda _s: None), Stubber(client)
 

@@ -200,7 +200,7 @@ class LinearScorer:
         for kind, spec in self.parts:
             if kind == "onehot":
                 for feature, lookup in spec:
-                    for i, value in enumerate(sorted(lookup)[:6] + ["__never_seen__"]):
+                    for value in sorted(lookup)[:6] + ["__never_seen__"]:
                         probes.append({feature: value})
         words = [" ".join(sorted(spec[2])[i::97][:4]) for kind, spec in self.parts if kind == "tfidf" for i in range(3)]
         base = {"title": "iPhone 13 128GB como nuevo", "category": "phones", "condition": "good", "country": "ES"}
