@@ -57,6 +57,34 @@ def secret_string(arn: str) -> str:
     return SECRETS.get(arn)
 
 
+class DatabaseUrl:
+    """The database's DSN for a long-lived connection, re-read when a login is refused.
+
+    Aurora rotates its RDS-managed password; a consumer keeps its connection, and on the next (re)connect the
+    password it cached may be stale. A sink calls :meth:`refused` after a failed connection: the secret is then
+    read again on the next call (at most once every ``min_interval`` seconds, so an outage does not turn into a
+    Secrets Manager call per retry).
+    """
+
+    def __init__(self, env: Env, secrets: Secrets = SECRETS, *, min_interval: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.env, self.secrets, self.min_interval, self.clock = env, secrets, min_interval, clock
+        self._last_forgotten = float("-inf")
+
+    def __call__(self) -> str:
+        url = database_url(self.env, self.secrets)
+        if url is None:
+            raise ConfigError("DATABASE_URL", "is not set, nor DATABASE_SECRET_ARN")
+        return url
+
+    def refused(self) -> None:
+        arn = self.env.optional("DATABASE_SECRET_ARN")
+        now = self.clock()
+        if arn is not None and now - self._last_forgotten >= self.min_interval:
+            self._last_forgotten = now
+            self.secrets.forget(arn)
+
+
 def database_url(env: Env, secrets: Secrets = SECRETS) -> str | None:
     """``DATABASE_URL``, else one built from Aurora's RDS-managed secret (``DATABASE_SECRET_ARN``: username,
     password) and the endpoint (``DATABASE_HOST`` / ``DATABASE_PORT`` / ``DATABASE_NAME``, outputs of the
@@ -73,5 +101,6 @@ def database_url(env: Env, secrets: Secrets = SECRETS) -> str | None:
         raise ConfigError("DATABASE_HOST", "is not set, and DATABASE_SECRET_ARN's secret names no host")
     port = secret.get("port") or env.optional("DATABASE_PORT") or 5432
     name = secret.get("dbname") or env.optional("DATABASE_NAME") or "events"
+    sslmode = env.optional("DATABASE_SSLMODE", "require")  # TLS to Aurora; a local test server has none
     return (f"postgresql://{quote(secret['username'], safe='')}:{quote(secret['password'], safe='')}"
-            f"@{host}:{port}/{name}?sslmode=require")
+            f"@{host}:{port}/{name}?sslmode={sslmode}")

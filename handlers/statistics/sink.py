@@ -7,7 +7,7 @@ final invocation, or replaying the window, therefore leaves exactly one copy —
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import orjson
 import psycopg
@@ -25,13 +25,24 @@ def metric_window(start: datetime, window_seconds: int) -> tuple[datetime, datet
 class MetricSink:
     sink = "metrics"
 
-    def __init__(self, dsn: str, *, connect_timeout: int = 5) -> None:
+    def __init__(self, dsn: str | Callable[[], str], *, connect_timeout: int = 5) -> None:
+        """``dsn``: a string, or a :class:`~handlers.core.secrets.DatabaseUrl` (re-read after a refused login)."""
         self.dsn, self.connect_timeout = dsn, connect_timeout
         self._conn: psycopg.Connection | None = None
 
+    @property
+    def url(self) -> str:
+        return self.dsn() if callable(self.dsn) else self.dsn
+
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = psycopg.connect(self.dsn, connect_timeout=self.connect_timeout)
+            try:
+                self._conn = psycopg.connect(self.url, connect_timeout=self.connect_timeout)
+            except psycopg.OperationalError:
+                refused = getattr(self.dsn, "refused", None)
+                if refused is not None:
+                    refused()
+                raise
         return self._conn
 
     def close(self) -> None:
@@ -67,14 +78,14 @@ class MetricSink:
 
     def delete_from(self, since: datetime, metric: str | None = None) -> int:
         """Replay's first step: forget every stream window that starts at or after ``since``."""
-        with psycopg.connect(self.dsn) as conn:
+        with psycopg.connect(self.url) as conn:
             done = conn.execute("DELETE FROM metric_windows WHERE stream_window_start >= %s "
                                 "AND (%s::text IS NULL OR metric = %s)", (since, metric, metric))
             return done.rowcount
 
     def last_windows(self, metric: str, n: int = 60) -> list[dict[str, Any]]:
         """The last ``n`` metric windows of a metric (all groups), oldest first."""
-        with psycopg.connect(self.dsn) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        with psycopg.connect(self.url) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
             cur.execute(
                 "SELECT * FROM metric_values WHERE metric = %s AND window_start IN ("
                 "  SELECT DISTINCT window_start FROM metric_values WHERE metric = %s "

@@ -31,7 +31,7 @@ from handlers.core.alerts import ProblemReporter
 from handlers.core.config import PACKAGE_ROOT, Env
 from handlers.core.failures import Unavailable, backoff_delays
 from handlers.core.kinesis import RawRecord
-from handlers.core.secrets import database_url
+from handlers.core.secrets import DatabaseUrl
 from handlers.schema.event_types import Catalog, load_catalog
 from handlers.tracking.errors import Reason, Rejection, SinkError
 from handlers.tracking.processor import BatchResult, Event, Processor
@@ -201,9 +201,13 @@ class ConsumerConfig:
     raw_bucket: str
     quarantine_bucket: str
     firehose_stream: str | None
-    database_url: str | None
+    database: str | DatabaseUrl | None  # DATABASE_URL as is, or Aurora's secret re-read after a refused login
     event_types_dir: Path
     settings: Settings
+
+    @property
+    def database_url(self) -> str | None:
+        return self.database() if callable(self.database) else self.database
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> "ConsumerConfig":
@@ -211,7 +215,9 @@ class ConsumerConfig:
         return cls(stage=env.optional("STAGE", "local") or "local",
                    raw_bucket=env.required("RAW_BUCKET", "the raw archive"),
                    quarantine_bucket=env.required("QUARANTINE_BUCKET", "the quarantine"),
-                   firehose_stream=env.optional("FIREHOSE_STREAM"), database_url=database_url(env),
+                   firehose_stream=env.optional("FIREHOSE_STREAM"),
+                   database=env.optional("DATABASE_URL") or (DatabaseUrl(env) if env.optional("DATABASE_SECRET_ARN")
+                                                             else None),
                    event_types_dir=env.path("EVENT_TYPES_DIR", PACKAGE_ROOT / "event_types"),
                    settings=load_settings(env.path("TRACKING_CONFIG", DEFAULT_SETTINGS)))
 
@@ -234,7 +240,7 @@ def build_consumer(config: ConsumerConfig, catalog: Catalog | None = None) -> Co
         processor=Processor(catalog, config.settings),
         archive=RawArchive(s3, config.raw_bucket, "raw"),
         quarantine=Quarantine(s3, config.quarantine_bucket, "quarantine"),
-        database=PostgresSink(config.database_url) if config.database_url else None,
+        database=PostgresSink(config.database) if config.database else None,
         warehouse=FirehoseSink(client("firehose"), config.firehose_stream,
                                max_attempts=config.settings.firehose_max_attempts,
                                backoff_seconds=config.settings.firehose_backoff_seconds)

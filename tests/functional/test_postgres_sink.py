@@ -315,3 +315,53 @@ def test_migration_backfills_ids_and_keeps_the_copy_received_first(server, tmp_p
         with psycopg.connect(server.dsn, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
+
+
+def test_a_rotated_password_is_read_again_after_the_login_is_refused(server, dsn, stage, processor):
+    """Aurora rotates its managed password: a consumer whose connection drops logs in with the cached one, is
+    refused (an outage: the batch waits), reads the secret again and carries on. Real parts: PostgreSQL asks
+    this role for its password (scram), the secret lives in moto's Secrets Manager."""
+    import orjson as json
+
+    from handlers.core.aws import client
+    from handlers.core.config import Env
+    from handlers.core.secrets import DatabaseUrl, Secrets
+
+    hba = server.data / "pg_hba.conf"
+    hba.write_text("host all rotated_user 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_reload_conf()")
+        conn.execute("DROP ROLE IF EXISTS rotated_user")
+        # privileges are not the point here (the sink creates day partitions, which takes the table's owner)
+        conn.execute("CREATE ROLE rotated_user LOGIN SUPERUSER PASSWORD 'first-password'")
+    secrets_manager = client("secretsmanager")
+    secret = {"username": "rotated_user", "password": "first-password", "host": "127.0.0.1", "port": server.port,
+              "dbname": "postgres"}
+    arn = secrets_manager.create_secret(Name=f"aurora-{uuid.uuid4().hex[:8]}",
+                                        SecretString=json.dumps(secret).decode())["ARN"]
+    provider = DatabaseUrl(Env({"DATABASE_SECRET_ARN": arn, "DATABASE_SSLMODE": "disable"}),
+                           Secrets(ttl_seconds=3600), min_interval=0)
+    rotating = PostgresSink(provider)
+    try:
+        assert rotating.write(events(processor, payload("before-rotation"))).inserted == 1
+        with psycopg.connect(dsn, autocommit=True) as conn:  # the rotation, and the connection dropped
+            conn.execute("ALTER ROLE rotated_user PASSWORD 'second-password'")
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'rotated_user'")
+        secrets_manager.put_secret_value(SecretId=arn, SecretString=json.dumps(
+            {**secret, "password": "second-password"}).decode())
+        batch = events(processor, payload("after-rotation"))
+        attempts = []
+        for _ in range(3):  # the dropped connection, then the refused login, then the new password
+            try:
+                attempts.append(rotating.write(batch).inserted)
+                break
+            except SinkUnavailable as exc:
+                attempts.append(str(exc))
+        assert any("password authentication failed" in str(a) for a in attempts[:-1]), attempts
+        assert attempts[-1] == 1
+        assert set(stored(dsn)) >= {"before-rotation", "after-rotation"}
+    finally:
+        rotating.close()
+        hba.write_text(hba.read_text().split("\n", 1)[1])
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("SELECT pg_reload_conf()")

@@ -33,7 +33,7 @@ import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import psycopg
 from psycopg import sql
@@ -160,13 +160,17 @@ def _no_partition(exc: psycopg.Error) -> bool:
 class PostgresSink:
     sink = "postgres"
 
-    def __init__(self, dsn: str, *, table: str = "events", ids_table: str = "event_ids", connect_timeout: int = 5,
+    def __init__(self, dsn: str | Callable[[], str], *, table: str = "events", ids_table: str = "event_ids",
+                 connect_timeout: int = 5,
                  statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT) -> None:
         """``connect_timeout`` (seconds) bounds connecting; ``statement_timeout`` (seconds; None or 0 leaves
         the server's setting) bounds every statement, sent as ``-c statement_timeout`` when connecting. A
         batch's statements take milliseconds; 30 s is far above that (a cold cache, a partition DDL waiting
         on a lock still pass) and half the consumer Lambda's 60 s timeout, so a server that accepts
-        connections but does not answer fails the batch as an outage instead of the function being killed."""
+        connections but does not answer fails the batch as an outage instead of the function being killed.
+
+        ``dsn`` may be a callable (:class:`~handlers.core.secrets.DatabaseUrl`): it is asked at every connect,
+        and told (``refused()``) when connecting failed, so a rotated password is read again."""
         self.dsn, self.table, self.ids_table = dsn, table, ids_table
         self.connect_timeout, self.statement_timeout = connect_timeout, statement_timeout
         self._conn: psycopg.Connection | None = None
@@ -187,11 +191,18 @@ class PostgresSink:
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = None
+            dsn = self.dsn() if callable(self.dsn) else self.dsn
             extra: dict[str, Any] = {}
             if self.statement_timeout:
-                options = conninfo_to_dict(self.dsn).get("options") or ""
+                options = conninfo_to_dict(dsn).get("options") or ""
                 extra["options"] = f"{options} -c statement_timeout={round(self.statement_timeout * 1000)}".strip()
-            self._conn = psycopg.connect(self.dsn, connect_timeout=self.connect_timeout, autocommit=False, **extra)
+            try:
+                self._conn = psycopg.connect(dsn, connect_timeout=self.connect_timeout, autocommit=False, **extra)
+            except psycopg.OperationalError:
+                refused = getattr(self.dsn, "refused", None)
+                if refused is not None:  # perhaps a rotated password: read the secret again next time
+                    refused()
+                raise
         return self._conn
 
     def _drop_connection(self) -> None:
