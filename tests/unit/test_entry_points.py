@@ -32,3 +32,10 @@ def test_deployed_code_never_imports_the_local_tooling():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             offenders += [(name, m) for m in modules if m.split(".")[0] in ("letgo", "deploy", "tests", "bench")]
     assert offenders == []
+
+
+def test_no_deployed_module_over_500_lines():
+    """Files with one job: the deployed code's modules stay readable (letgo/ and deploy/: tests/unit/test_layout.py)."""
+    long = sorted((name, n) for name, path in MODULES.items()
+                  if (n := len(path.read_text(encoding="utf-8").splitlines())) > 500)
+    assert long == []
