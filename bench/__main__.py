@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from bench import core_bench, pg_bench, search_bench, serving_bench, statistics_bench
+from bench import consumer_bench, core_bench, pg_bench, search_bench, serving_bench, statistics_bench
 from bench.timing import pin_to_one_core, progress, unpinned
 from bench.workloads import lead_events, traffic_mix
 from handlers.schema.event_types import load_catalog
@@ -58,6 +58,19 @@ def table(report: dict[str, Any]) -> str:
         v = serving["variants"]
         lines.append(_row("model serving vs bare Flask", serving["workload"][:12], v["serving"], v["bare_flask"],
                           serving["ratios"]["serving/bare_flask"]))
+    consumer = report.get("consumer")
+    if consumer:
+        lines.append("")
+        m = consumer["latency_model"]
+        lines.append(f"consumer ({consumer['workload']}, one shard; S3 {m['s3_put_ms']:g} ms, Firehose "
+                     f"{m['firehose_call_ms']:g} ms, PostgreSQL RTT {m['postgres_round_trip_ms']:g} ms, GetRecords "
+                     f"{m['get_records_ms']:g} ms):")
+        for r in consumer["results"]:
+            ok = "yes" if r["ratio_to_shard_limit"] >= consumer["goal_ratio"] else "NO"
+            lines.append(f"  batch {r['batch_size']:>5}: {r['records_per_second']:>7,} records/s = "
+                         f"{r['ratio_to_shard_limit']:5.2f}x the shard write limit "
+                         f"(goal >= {consumer['goal_ratio']:g}x: {ok}); "
+                         f"batch p50 {r['batch_ms_p50']} ms, p99 {r['batch_ms_p99']} ms")
     lines.append("")
     lines.append("rates: best of the alternating rounds (events/s, rows/s for PostgreSQL, requests/s for serving); "
                  "ratio = candidate/baseline")
@@ -74,7 +87,7 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-BENCHMARKS = ("core", "statistics", "postgres", "search", "serving")
+BENCHMARKS = ("core", "statistics", "postgres", "search", "serving", "consumer")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ads", type=int, default=search_bench.ADS, help="ads in the search benchmark's index")
     parser.add_argument("--no-search", action="store_true", help="skip the search benchmark")
     parser.add_argument("--no-serving", action="store_true", help="skip the model serving benchmark")
+    parser.add_argument("--consumer-records", type=int, default=10_000, help="records through the whole consumer")
     parser.add_argument("--only", choices=BENCHMARKS, action="append",
                         help="run only this benchmark (repeatable), e.g. --only postgres")
     args = parser.parse_args(argv)
@@ -150,6 +164,22 @@ def main(argv: list[str] | None = None) -> int:
                 result = pg_bench.run(server.dsn, events, args.rounds)
                 progress("stopping PostgreSQL")
             report["postgres"] = {"workload": lead.name, "mean_event_bytes": round(lead.mean_bytes, 1), **result}
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    if "consumer" in wanted:
+        print("[6/6] the whole consumer through the Lambda entry point, AWS-like latencies, one shard", flush=True)
+        from letgo.postgres_migrations import migrate
+        from letgo.services.postgres import PostgresServer
+
+        mix = traffic_mix(args.consumer_records, now)
+        base = REPO_ROOT / ".local" / "bench"
+        base.mkdir(parents=True, exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(prefix="pg-consumer-", dir=base))
+        try:
+            with unpinned(all_cpus), PostgresServer(workdir) as server:  # threads wait on I/O: every core
+                migrate(server.dsn)
+                report["consumer"] = consumer_bench.run(mix, processor, server.dsn)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 

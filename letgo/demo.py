@@ -29,7 +29,7 @@ from letgo.traffic import generate
 
 
 def run_demo(events: int = 20_000, *, workdir: Path | None = None, report_dir: Path | None = None,
-             seed: int = 7, shards: int = 2, batch_size: int = 100, say=print) -> dict[str, Any]:
+             seed: int = 7, shards: int = 2, batch_size: int = 500, say=print) -> dict[str, Any]:
     workdir = workdir or REPO_ROOT / ".local" / "demo"  # not `stage up`'s folder: both may run at once
     report_dir = report_dir or REPO_ROOT / "reports"
     started = time.monotonic()

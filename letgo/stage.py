@@ -56,7 +56,7 @@ LOCAL_MAX_RECORD_AGE_SECONDS = 300
 
 
 class LocalStage:
-    def __init__(self, workdir: Path, *, shards: int = 2, batch_size: int = 100, say: Say = lambda _: None,
+    def __init__(self, workdir: Path, *, shards: int = 2, batch_size: int = 500, say: Say = lambda _: None,
                  max_record_age_seconds: float = LOCAL_MAX_RECORD_AGE_SECONDS) -> None:
         self.workdir = Path(workdir).resolve()
         self.shards, self.batch_size, self.say = shards, batch_size, say

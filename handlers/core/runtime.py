@@ -47,6 +47,11 @@ class ColdStart(Generic[T]):
             self._value = self.build(env)
         return self._value
 
+    def use(self, value: T) -> None:
+        """Supply a ready object instead of building one (the local stage, benchmarks, tests)."""
+        self.reset()
+        self._value = value
+
     def reset(self) -> None:
         """Drop the built object (the local stage and tests re-point the environment between runs)."""
         value, self._value = self._value, None

@@ -25,7 +25,7 @@ from handlers.core.kinesis import batch_item_failures, records_from_event
 from handlers.core.runtime import ColdStart, wait_budget
 from handlers.tracking.consumer import BatchOutcome, Consumer, ConsumerConfig, OnWait, build_consumer
 
-__all__ = ["get_consumer", "handler", "process_event", "reset"]
+__all__ = ["get_consumer", "handler", "process_event", "reset", "use"]
 
 logger = Logger(service="tracking-consumer")
 _outages = OutageReporter("tracking-consumer")
@@ -45,6 +45,11 @@ def get_consumer() -> Consumer:
 def reset() -> None:
     """Drop the cached consumer (the local stage and tests re-point the environment between runs)."""
     _app.reset()
+
+
+def use(consumer: Consumer) -> None:
+    """Run this consumer instead of one built from the environment (benchmarks with other clients)."""
+    _app.use(consumer)
 
 
 def _log_wait(problem: Any, delay: float, retry: int) -> None:
