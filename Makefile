@@ -58,7 +58,7 @@ deploy: package $(HSTAMP)     ## create or update every layer of STAGE (humilis 
 destroy: $(HSTAMP)            ## delete every layer of STAGE, in reverse order
 	$(HPY) deploy/humilis_run.py delete --stage $(STAGE)
 
-$(HSTAMP): requirements-humilis.txt pyproject.toml
+$(HSTAMP): requirements-humilis.txt pyproject.toml setup.py
 	$(PYTHON) -m venv .venv-humilis
 	$(HPY) -m pip install -q --upgrade pip
 	$(HPY) -m pip install -q -r requirements-humilis.txt
@@ -71,7 +71,7 @@ $(CSTAMP): requirements-checkov.txt
 	.venv-checkov/bin/python -m pip install -q -r requirements-checkov.txt
 	@touch $(CSTAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt requirements-search.txt handlers/ml/requirements-training.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-search.txt handlers/ml/requirements-training.txt pyproject.toml setup.py
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

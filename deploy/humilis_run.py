@@ -9,7 +9,8 @@ to plain ``humilis``:
 * ``render``: every layer compiled for a stage without AWS — STS and cross-layer references are stubbed with
   well-formed placeholders, ``$lambda`` points at the packaged zip without uploading it;
 * ``preview``: a change set per layer, printed, then deleted — humilis itself has no preview;
-* ``LETGO_<NAME>_ZIP`` from ``dist/manifest.json`` (``make package``), read by the environment file;
+* ``render`` still checks every ``$letgo_artefact`` against ``dist/manifest.json`` (letgo/ops/humilis_artefacts.py):
+  a package that was not built fails the render with its name, as it fails a deploy;
 * against moto (``AWS_ENDPOINT_URL`` set) humilis's 5-second polling is shortened.
 """
 from __future__ import annotations
@@ -46,10 +47,6 @@ def prepare(stage: str, account: str) -> None:
         "[profile:default]\naws_profile = default\n"
         f"aws_region = {region()}\nbucket = {deploy_bucket(account, stage)}\ns3prefix = humilis/\n")
     os.chdir(work)
-    manifest = REPO / "dist" / "manifest.json"
-    if manifest.exists():  # LETGO_<NAME>_ZIP for every package: the environment file passes them to layers
-        for name, built in json.loads(manifest.read_text()).items():
-            os.environ[f"LETGO_{name.upper()}_ZIP"] = str(REPO / "dist" / built["file"])
 
 
 def caller_account() -> str:
@@ -111,6 +108,8 @@ def stub_for_render(stage: str) -> None:
     import humilis.layer
     from humilis.config import config
 
+    from letgo.ops import humilis_artefacts
+
     class FakeSts:
         def get_caller_identity(self) -> dict:
             return {"Account": FAKE_ACCOUNT}
@@ -127,11 +126,18 @@ def stub_for_render(stage: str) -> None:
     def output(layer, cfg, layer_name=None, output_name=None, **_):
         return placeholder(output_name, stage)
 
-    def lambda_ref(layer, cfg, path=None, **_):
+    def s3_ref(layer, path: str) -> dict:  # where humilis's uploader would put it
         return {"s3bucket": deploy_bucket(FAKE_ACCOUNT, stage),
-                "s3key": f"humilis/{ENV_NAME}/{stage.upper()}/{layer.name}/{os.path.basename(path or 'missing.zip')}"}
+                "s3key": f"humilis/{ENV_NAME}/{stage.upper()}/{layer.name}/{os.path.basename(path)}"}
 
-    config.reference_parsers.update({"output": output, "layer_output": output, "lambda": lambda_ref})
+    def lambda_ref(layer, cfg, path=None, **_):
+        return s3_ref(layer, path or "missing.zip")
+
+    def artefact_ref(layer, cfg, name=None, dist=None):  # checked as on a deploy, only not uploaded
+        return s3_ref(layer, str(humilis_artefacts.find(name, layer.env_basedir, dist)))
+
+    config.reference_parsers.update({"output": output, "layer_output": output, "lambda": lambda_ref,
+                                     "letgo_artefact": artefact_ref})
 
 
 def speed_up_polling() -> None:

@@ -20,6 +20,40 @@ DISABLED = {"LOCAL": {"aurora", "elasticsearch", "search-indexer", "search-api",
                       "model-validator", "redshift", "jupyterhub"}}
 
 
+PARAMETERS = REPO / "environments" / "parameters.yaml"
+# What an operator writes into parameters.yaml for a real stage (require_real_values): ARNs of the right shape
+REAL_VALUES = {
+    "sentry_dsn_secret_arn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:letgo/sentry-AbCdEf",
+    "segment_write_keys_secret_arn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:letgo/segment-AbCdEf",
+}
+
+
+def parameters_file(path: Path, overrides: dict[str, dict[str, Any]] | None = None, *,
+                    real_values: bool = True) -> Path:
+    """A copy of environments/parameters.yaml at ``path``: PROD's real values filled in (unless not wanted),
+    then ``overrides`` ({STAGE: {name: value}}) applied."""
+    import yaml
+
+    values = yaml.safe_load(PARAMETERS.read_text())
+    if real_values:
+        values.setdefault("PROD", {}).update(REAL_VALUES)
+    for stage, changes in (overrides or {}).items():
+        values.setdefault(stage, {}).update(changes)
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
+    return path
+
+
+def render(stage: str, out: Path, overrides: dict[str, dict[str, Any]] | None = None,
+           env: dict[str, str] | None = None) -> Path:
+    """Every layer of ``stage`` rendered into ``out/<STAGE>/`` (a real stage with its real values filled in)."""
+    out.mkdir(parents=True, exist_ok=True)
+    beside = out.with_name(out.name + "-parameters")  # not inside out/: checkov scans that folder
+    beside.mkdir(exist_ok=True)
+    parameters = parameters_file(beside / f"{stage}.yaml", overrides)
+    humilis("render", "--stage", stage, "--out", str(out), "--parameters", str(parameters), env=env)
+    return out / stage.upper()
+
+
 def humilis(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess[str]:
     done = subprocess.run([str(HUMILIS_PY), str(REPO / "deploy" / "humilis_run.py"), *args], capture_output=True,
                           text=True, env={**os.environ, **(env or {})}, timeout=timeout, cwd=REPO)

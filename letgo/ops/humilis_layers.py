@@ -1,13 +1,18 @@
 """humilis layer plugin: our layers as ``layer_type``s, the way humilis lets other teams reuse layers.
 
 humilis looks up ``layer_type: letgo-<name>`` through the ``humilis.layers`` entry points declared in
-``pyproject.toml``; each returns the folder of one layer under ``layers/``. Our own environment uses the
-same entry points, so what another team installs is exactly what we deploy. Kept free of imports so it
-loads inside humilis's own virtualenv.
+``pyproject.toml``; each returns the folder of one layer. Our own environment uses the same entry points, so
+what another team installs is exactly what we deploy. The folders are ``layers/<name>/`` in a checkout (or an
+editable install) and ``letgo/layers/<name>/`` in an installed wheel (``setup.py`` maps them there): the
+installed copy wins when present. Kept free of imports beyond the standard library so it loads inside humilis's
+own virtualenv.
 """
 from pathlib import Path
 
-LAYERS_DIR = Path(__file__).resolve().parents[2] / "layers"  # letgo/ops/ -> the repository
+_HERE = Path(__file__).resolve()
+INSTALLED = _HERE.parents[1] / "layers"   # site-packages/letgo/layers (a wheel)
+CHECKOUT = _HERE.parents[2] / "layers"    # <repository>/layers
+LAYERS_DIR = INSTALLED if INSTALLED.is_dir() else CHECKOUT
 
 
 def _path(name: str):

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from tests.deploy_kit import CHECKOV, DISABLED, LAYERS, REPO, STAGES, as_list, humilis, load, statements
+from tests.deploy_kit import CHECKOV, DISABLED, LAYERS, REPO, STAGES, as_list, humilis, load, render, statements
 
 pytestmark = pytest.mark.functional
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.functional
 def rendered(tmp_path_factory):
     out = tmp_path_factory.mktemp("rendered")
     for stage in STAGES:
-        humilis("render", "--stage", stage, "--out", str(out))
+        render(stage, out)
     return out
 
 
