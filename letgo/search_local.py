@@ -5,9 +5,10 @@ driver (as its Lambda would run), and :func:`handlers.search.api.create_app` ser
 embedded tantivy engine standing in for OpenSearch.
 
 ``reindex`` rebuilds an index from scratch from the processed events (the warehouse's copy of every valid
-event): the listing events are folded per listing in event-time order into the final ads, which are written
-in chunks with progress. On OpenSearch each language gets a new index version filled and swapped in behind
-its alias atomically (searches never see a half-built index).
+event) through the very path the live indexer takes — every event becomes a versioned change and
+``backend.rebuild`` applies them (:mod:`handlers.search.listings`: the order does not matter), so the rebuilt
+index and the live one agree by construction, tombstones included. On OpenSearch every index gets a new
+version, filled and swapped in behind its alias atomically (searches never see a half-built index).
 """
 from __future__ import annotations
 
@@ -20,8 +21,7 @@ from typing import Any, Callable, Iterable, Iterator
 import orjson
 
 from handlers.search.backend import SearchBackend
-from handlers.search.indexer import LISTING_TYPES, IndexOutcome, Indexer, fold
-from handlers.search.languages import index_language
+from handlers.search.indexer import LISTING_TYPES, IndexOutcome, Indexer, changes_of
 from letgo.progress import Progress
 
 CHUNK = 2000
@@ -63,29 +63,14 @@ def processed_listing_events(s3: Any, bucket: str, prefix: str = "events/") -> l
 
 
 def reindex(backend: SearchBackend, events: list[ProcessedEvent], *, progress: Progress | None = None) -> int:
-    """Rebuild the index from these events: the final state of every listing, written in chunks."""
-    state, _skipped, _ = fold(events, known={})
-    ads = [ad for ad in state.values() if ad is not None]
-    rebuild = getattr(backend, "reindex", None)
-    if rebuild is not None:  # OpenSearch: a new version per language, swapped in behind its alias
-        by_language: dict[str, list[Any]] = {}
-        for ad in ads:
-            by_language.setdefault(index_language(ad.language, ad.country), []).append(ad)
-        written = 0
-        for language, group in sorted(by_language.items()):
-            rebuild(language, ads=group)
-            written += len(group)
-            if progress is not None:
-                progress(written)
-    else:
-        for start in range(0, len(ads), CHUNK):
-            backend.index(ads[start:start + CHUNK])
-            if progress is not None:
-                progress(min(start + CHUNK, len(ads)))
-    backend.refresh()
+    """Rebuild the index from these events (any order); returns how many listings are searchable after it."""
+    skipped: list[tuple[str, str]] = []
+    changes = changes_of(events, skipped)
+    result = backend.rebuild(changes)
     if progress is not None:
+        progress(result.listings)
         progress.finish()
-    return len(ads)
+    return result.searchable
 
 
 class IndexerInvoke:

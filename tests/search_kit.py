@@ -17,7 +17,7 @@ import random
 import re
 import unicodedata
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Callable, Iterable
 
@@ -143,3 +143,48 @@ def title_word_prefix(*prefixes: str) -> Callable[[str], bool]:
 
 def _fold(text: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+
+
+# -- listing histories: the order-independence property ----------------------------------------------------------
+@dataclass(frozen=True)
+class StreamEvent:
+    """A validated listing event as the indexer receives it from the tracking core."""
+
+    type: str
+    timestamp: str
+    message_id: str
+    properties: dict
+    sequence_number: str = "0"
+
+
+def iso_ms(epoch_ms: int) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, timezone.utc).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def listed_properties(item_id: str, title: str, price: float, language: str = "es") -> dict:
+    country = {"es": "ES", "nl": "NL", "en": "GB"}[language]
+    city = {"es": MADRID, "nl": AMSTERDAM, "en": (51.5072, -0.1276)}[language]
+    return {"item_id": item_id, "seller_id": "u-1", "title": title, "category": "bikes", "price": price,
+            "currency": "EUR", "location": {"lat": city[0], "lon": city[1]}, "country": country,
+            "language": language, "description": "", "condition": "good"}
+
+
+def event_time_fold(events: Iterable[StreamEvent]) -> dict[str, Ad]:
+    """Brute force, independent of the indexer: apply the events one by one in version order (timestamp, then the
+    messageId tie-break), the way a single ordered stream would — updates to a listing not live are ignored."""
+    from handlers.search.listings import event_version
+
+    ads: dict[str, Ad] = {}
+    live: set[str] = set()
+    for event in sorted(events, key=lambda e: event_version(e.timestamp, e.message_id)):
+        item = event.properties["item_id"]
+        if event.type == "ItemListed":
+            ads[item] = Ad.from_item_listed(event.properties, event.timestamp)
+            live.add(item)
+        elif event.type == "ItemUpdated":
+            if item in live:
+                ads[item] = ads[item].updated(event.properties)
+        else:
+            live.discard(item)
+    return {item: ads[item] for item in live}

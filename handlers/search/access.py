@@ -5,7 +5,7 @@ Every other IAM role is denied until a security-plugin *role mapping* names it, 
 listings) and the search API's instances (read) get two narrow roles here:
 
 * ``letgo_search_writer`` — read, write and delete documents, create indices and move aliases on the listing
-  indices only;
+  indices and the listing-state index (tombstones, early updates: ``handlers/search/listings.py``) only;
 * ``letgo_search_reader`` — read those indices only.
 
 Index templates are cluster-level, so neither service creates them: ``letgo search setup`` (run as the admin
@@ -25,12 +25,13 @@ WRITER, READER = "letgo_search_writer", "letgo_search_reader"
 # per-category splits <ns><category>_<lang>[_vN] (a leading * covers a namespace)
 INDEX_PATTERNS = ["*classified_ads_*"] + [f"*{category}_{language}*" for category in CATEGORIES
                                           for language in sorted(SUPPORTED)]
+STATE_PATTERNS = ["*listing_state*"]  # <ns>listing_state[_vN]: only the indexer reads and writes it
 
 
 def role_documents() -> dict[str, dict[str, Any]]:
     return {
         WRITER: {"cluster_permissions": ["cluster_composite_ops", "indices:data/read/scroll*"],
-                 "index_permissions": [{"index_patterns": INDEX_PATTERNS,
+                 "index_permissions": [{"index_patterns": INDEX_PATTERNS + STATE_PATTERNS,
                                         "allowed_actions": ["crud", "create_index", "indices:admin/aliases*",
                                                             "indices:admin/refresh*", "indices:admin/get",
                                                             "indices:admin/mapping/put"]}]},

@@ -14,15 +14,24 @@ Shared rules, implemented here once so the engines cannot drift:
   embedded engine on request), like every near-real-time engine.
 * Relevance = text score x freshness decay (x distance decay when the request has a point), with the
   parameters of :class:`Ranking`; OpenSearch applies them as ``function_score`` gauss decays.
+* The stream writes through :meth:`SearchBackend.apply`: listing *changes* (:mod:`.listings`) merged by
+  version into each listing's stored state, whatever order they arrive in, and the search document derived
+  from that state. The engines differ only in how they keep concurrent writers apart — OpenSearch with
+  optimistic concurrency on the state document (``if_seq_no``/``if_primary_term``, re-read and re-merge on a
+  conflict) and external versions on the search documents (``version_type=external_gte``: an older
+  derived write never replaces a newer one); the embedded engine with one lock around read-merge-write.
+  ``index``/``remove`` stay as unversioned bulk loads of a known final state (benchmarks, tests).
 """
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Iterable
 
+from handlers.search.errors import InvalidAd
 from handlers.search.languages import index_language
+from handlers.search.listings import Change, ListingState
 from handlers.search.model import Ad, AutocompleteRequest, SearchRequest, SearchResponse, Suggestion
 
 MIN_FUZZY_LENGTHS = (3, 6)  # OpenSearch "AUTO": 0 edits below 3 characters, 1 below 6, else 2
@@ -30,6 +39,7 @@ SPELLING_MIN_LENGTH = 4  # OpenSearch term suggester defaults: min_word_length 4
 SPELLING_PREFIX = 1
 SPELLING_MAX_EDITS = 2
 AUTOCOMPLETE_EXPANSIONS = 50  # match_bool_prefix max_expansions
+APPLY_ATTEMPTS = 8  # read-merge-write rounds for listings another writer changed meanwhile
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +60,32 @@ def fuzziness(term: str) -> int:
     """Edits a term may be off by (OpenSearch ``fuzziness: AUTO``)."""
     short, medium = MIN_FUZZY_LENGTHS
     return 0 if len(term) < short else 1 if len(term) < medium else 2
+
+
+@dataclass
+class Plan:
+    """One listing's write: the state read (None: never seen), the merged state, the engine's guard token."""
+
+    item_id: str
+    old: ListingState | None
+    new: ListingState
+    token: object = None  # the engine's concurrency token of ``old`` (OpenSearch: seq_no + primary_term)
+    ad: Ad | None = None  # the search document the new state gives (None: not searchable)
+    invalid: str | None = None  # why the merged state gives no usable ad (an invalid update, say)
+
+    @property
+    def changed(self) -> bool:
+        return self.old is None or not self.old.same(self.new) or self.old.placed != self.new.placed
+
+
+@dataclass
+class ApplyResult:
+    listings: int = 0  # listings the changes touched
+    searchable: int = 0  # of them, searchable afterwards
+    hidden: int = 0  # of them, not searchable afterwards (sold, deleted, or only an early update so far)
+    states_written: int = 0  # states that changed (a replayed batch changes none)
+    invalid: list[tuple[str, str]] = field(default_factory=list)  # (item_id, why) merged into no usable ad
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (item_id, why) the engine refused
 
 
 class SearchBackend(abc.ABC):
@@ -100,6 +136,74 @@ class SearchBackend(abc.ABC):
         if ids:
             self._delete(ids)
 
+    def apply(self, changes: Iterable[Change]) -> ApplyResult:
+        """Merge listing changes into their stored states and write the search documents they give.
+
+        Any order, any split into calls, any replay of the same changes ends in the same index (see
+        :mod:`.listings`). A listing another writer changed between our read and our write is re-read and
+        re-merged; one the engine refuses is in ``failures`` (its events should be retried)."""
+        by_item: dict[str, list[Change]] = {}
+        for change in changes:
+            by_item.setdefault(change.item_id, []).append(change)
+        result = ApplyResult(listings=len(by_item))
+        todo, done = list(by_item), []
+        for _ in range(APPLY_ATTEMPTS):
+            if not todo:
+                break
+            current = self._read_states(todo)
+            plans = [self._plan(item_id, *current.get(item_id, (None, None)), by_item[item_id]) for item_id in todo]
+            todo = self._commit(plans, result)
+            again = set(todo)
+            done += [plan for plan in plans if plan.item_id not in again]
+        failed = {item_id for item_id, _ in result.failures}
+        for plan in done:
+            if plan.item_id in failed:
+                continue
+            result.states_written += plan.changed
+            result.searchable += plan.ad is not None
+            result.hidden += plan.ad is None
+            if plan.invalid:
+                result.invalid.append((plan.item_id, plan.invalid))
+        result.failures += [(item_id, "other writers kept changing it; retry") for item_id in todo]
+        return result
+
+    def _plan(self, item_id: str, old: ListingState | None, token: object, changes: list[Change]) -> Plan:
+        new = (old or ListingState(item_id)).merge_all(changes)
+        invalid = None
+        try:
+            ad = new.ad()
+        except (InvalidAd, TypeError, ValueError) as exc:
+            ad, invalid = None, str(exc)
+        placed = self._placement(ad) if ad is not None else None
+        return Plan(item_id, old, replace(new, placed=placed), token, ad, invalid)
+
+    def states(self, item_ids: Iterable[str]) -> dict[str, ListingState]:
+        """The stored state of these listings (tombstones and early updates included), by id."""
+        ids = list(dict.fromkeys(item_ids))
+        return {item_id: state for item_id, (state, _) in self._read_states(ids).items()} if ids else {}
+
+    def purge(self, before: float) -> int:
+        """Forget tombstones and partial states whose last event is older than ``before`` (epoch seconds)."""
+        return self._purge(before)
+
+    def rebuild(self, changes: Iterable[Change], chunk: int = 5000) -> ApplyResult:
+        """Replace every index with the states these changes give (a reindex from the event history)."""
+        self._clear()
+        total = ApplyResult()
+        batch: list[Change] = []
+        for change in [*changes, None]:
+            if change is not None:
+                batch.append(change)
+            if batch and (change is None or len(batch) >= chunk):
+                part = self.apply(batch)
+                for name in ("listings", "searchable", "hidden", "states_written"):
+                    setattr(total, name, getattr(total, name) + getattr(part, name))
+                total.invalid += part.invalid
+                total.failures += part.failures
+                batch = []
+        self.refresh()
+        return total
+
     # -- reading ---------------------------------------------------------------------------------------------
     def fetch(self, item_ids: Iterable[str]) -> dict[str, Ad]:
         """The indexed version of these listings, by id, whatever their language; unknown ids are left out.
@@ -134,6 +238,28 @@ class SearchBackend(abc.ABC):
     @abc.abstractmethod
     def _autocomplete(self, request: AutocompleteRequest) -> list[Suggestion]:
         ...
+
+    def _placement(self, ad: Ad) -> str:
+        """Where this ad's search document goes (its language index; OpenSearch: its write alias)."""
+        return index_language(ad.language, ad.country)
+
+    @abc.abstractmethod
+    def _read_states(self, item_ids: list[str]) -> dict[str, tuple[ListingState, object]]:
+        """The stored states with their concurrency tokens; unknown ids are left out."""
+
+    @abc.abstractmethod
+    def _commit(self, plans: list[Plan], result: ApplyResult) -> list[str]:
+        """Write the changed states (guarded by their tokens) and every plan's search document; returns the ids
+        whose state another writer changed since it was read (to re-read and merge again). Listings the engine
+        refused go to ``result.failures``."""
+
+    @abc.abstractmethod
+    def _purge(self, before: float) -> int:
+        ...
+
+    @abc.abstractmethod
+    def _clear(self) -> None:
+        """Delete every listing and state (the start of a rebuild)."""
 
 
 def dedupe_suggestions(candidates: Iterable[Suggestion], limit: int) -> list[Suggestion]:

@@ -1,47 +1,48 @@
-"""The stream indexer: listing events in, the search index kept in step — in bulk, idempotent, in order.
+"""The stream indexer: listing events in, the search index kept in step — in bulk, idempotent, in any order.
 
 It is a second consumer of the event stream (its own Lambda event source mapping, like the statistics), and
 runs the same tracking core first, so only *valid* events reach the index. Per batch:
 
-1. fold the listing events, in stream order, into one final state per listing: ``ItemListed`` → the ad,
-   ``ItemUpdated`` → the ad with the changed fields (only those are sent), ``ItemSold`` / ``ItemDeleted`` →
-   gone. A listing touched ten times in a batch costs one write.
-2. an update to a listing not listed earlier in the batch needs the indexed version: they are fetched in one
-   call before folding. An update to a listing the index never saw (its ``ItemListed`` was invalid, or came
-   before the index existed — run ``letgo search reindex``) is skipped and counted, never guessed.
-3. one bulk upsert and one bulk delete. Replaying a batch gives the same index (writes are by ``item_id``,
-   events apply in the stream's order — a listing's events share the seller's partition key, so they sit on
-   one shard, in order).
+1. every listing event becomes a :class:`~handlers.search.listings.Change` carrying its version (timestamp,
+   then messageId); an ``ItemListed`` that cannot become an ad is skipped with its reason — the event itself
+   is in the warehouse;
+2. ``backend.apply`` merges the batch's changes into each listing's stored state and writes the search
+   document that state gives (:mod:`handlers.search.listings`). Arrival order carries no meaning: a
+   listing's events do not share a shard (a moderator's delete is keyed by the moderator, a gzipped body by
+   the request id), so a delete may come before a late ``ItemListed`` and an update before its listing.
+   Replaying a batch, cutting the stream into other batches or reading it from the archive weeks later
+   gives the same index, and ``letgo search reindex`` (every event at once) gives it too, by construction.
+3. once an hour (and at a cold start), tombstones and partial states older than the retention are purged.
 
-Failures: a listing the engine refuses (:class:`~handlers.search.errors.IndexingFailed`) fails the records
-that carried its events (``batchItemFailures``: Lambda retries from the first of them, re-applying is
-harmless); an unreachable engine fails the whole batch. A listing event that cannot become an ad
-(:class:`~handlers.search.errors.InvalidAd`) is skipped with its reason — the event itself is already in
-the warehouse, and a reindex from there picks it up once fixed.
+Failures: a listing the engine refuses fails the records that carried its events (``batchItemFailures``:
+Lambda retries from the first of them; re-applying is harmless); an unreachable engine fails the whole batch
+(the Lambda entry point waits it out first).
 """
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from handlers.search.backend import SearchBackend
-from handlers.search.errors import IndexingFailed, InvalidAd
-from handlers.search.model import Ad
+from handlers.search.errors import InvalidAd, SearchError
+from handlers.search.listings import DEFAULT_RETENTION_DAYS, LISTING_TYPES, Change
 
 LOG = logging.getLogger(__name__)
-LISTED, UPDATED, SOLD, DELETED = "ItemListed", "ItemUpdated", "ItemSold", "ItemDeleted"
-LISTING_TYPES = frozenset({LISTED, UPDATED, SOLD, DELETED})
-GONE = None  # a listing's final state when sold or deleted
+PURGE_EVERY_S = 3600.0
+
+__all__ = ["IndexOutcome", "Indexer", "LISTING_TYPES", "changes_of", "listing_events"]
 
 
 @dataclass
 class IndexOutcome:
     events: int = 0                                   # listing events seen
-    indexed: int = 0                                  # ads written (after folding)
-    removed: int = 0                                  # ads deleted (after folding)
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (message id, why)
+    indexed: int = 0                                  # listings searchable after the batch
+    removed: int = 0                                  # listings not searchable after it (sold, deleted, early update)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (message or item id, why)
     failed_sequence_numbers: set[str] = field(default_factory=set)
+    purged: int = 0                                   # expired tombstones and partial states forgotten
     unavailable: str | None = None  # the engine is down: the whole batch was handed back to wait (an outage)
     error: str | None = None
 
@@ -51,77 +52,64 @@ class IndexOutcome:
         self.removed += other.removed
         self.skipped += other.skipped
         self.failed_sequence_numbers |= other.failed_sequence_numbers
+        self.purged += other.purged
 
 
 def listing_events(events: Iterable[Any]) -> list[Any]:
     return [e for e in events if e.type in LISTING_TYPES]
 
 
-def fold(events: Sequence[Any], known: dict[str, Ad]) -> tuple[dict[str, Ad | None], list[tuple[str, str]],
-                                                               dict[str, list[str]]]:
-    """Final state per listing (an Ad, or GONE), the skipped events, and the sequence numbers per listing."""
-    state: dict[str, Ad | None] = {}
-    skipped: list[tuple[str, str]] = []
-    sequences: dict[str, list[str]] = {}
+def changes_of(events: Iterable[Any], skipped: list[tuple[str, str]] | None = None) -> list[Change]:
+    """The changes of these (listing) events; events that cannot be one are added to ``skipped`` with why."""
+    changes = []
     for event in events:
-        properties = event.properties
-        item_id = properties.get("item_id")
-        sequences.setdefault(item_id, []).append(event.sequence_number)
         try:
-            if event.type == LISTED:
-                state[item_id] = Ad.from_item_listed(properties, event.timestamp)
-            elif event.type == UPDATED:
-                current = state[item_id] if item_id in state else known.get(item_id)
-                if current is None:
-                    why = "sold or deleted earlier" if item_id in state else "never indexed (reindex to recover)"
-                    skipped.append((event.message_id, f"ItemUpdated for {item_id}: {why}"))
-                    continue
-                state[item_id] = current.updated(properties)
-            else:  # sold or deleted: out of search
-                state[item_id] = GONE
-        except InvalidAd as exc:
-            skipped.append((event.message_id, str(exc)))
-    return state, skipped, sequences
-
-
-def needs_fetch(events: Sequence[Any]) -> list[str]:
-    """Listings updated in this batch without being listed before the update in the same batch."""
-    listed: set[str] = set()
-    wanted: list[str] = []
-    for event in events:
-        item_id = event.properties.get("item_id")
-        if event.type == LISTED:
-            listed.add(item_id)
-        elif event.type == UPDATED and item_id not in listed and item_id not in wanted:
-            wanted.append(item_id)
-    return wanted
+            changes.append(Change.from_event(event))
+        except (InvalidAd, ValueError, TypeError, AttributeError) as exc:
+            if skipped is not None:
+                skipped.append((event.message_id, str(exc)))
+    return changes
 
 
 class Indexer:
-    def __init__(self, backend: SearchBackend) -> None:
+    def __init__(self, backend: SearchBackend, *, retention_days: float = DEFAULT_RETENTION_DAYS,
+                 purge_every_s: float = PURGE_EVERY_S, clock: Callable[[], float] = time.time) -> None:
+        if not retention_days > 0:
+            raise ValueError(f"retention_days {retention_days!r}: must be > 0")
         self.backend = backend
+        self.retention_s = retention_days * 86400.0
+        self.purge_every_s = purge_every_s
+        self.clock = clock
+        self._last_purge: float | None = None
 
     def apply(self, events: Sequence[Any]) -> IndexOutcome:
         """Apply a batch's valid events (any types; non-listing ones are ignored) to the index."""
         events = listing_events(events)
         outcome = IndexOutcome(events=len(events))
-        if not events:
-            return outcome
-        wanted = needs_fetch(events)
-        known = self.backend.fetch(wanted) if wanted else {}
-        state, outcome.skipped, sequences = fold(events, known)
-        upserts = [ad for ad in state.values() if ad is not None]
-        removals = [item_id for item_id, ad in state.items() if ad is None]
-        try:
-            outcome.indexed = self.backend.index(upserts)
-        except IndexingFailed as exc:
-            outcome.indexed = exc.indexed
-            for item_id, _why in exc.failures:
+        if events:
+            sequences: dict[str, list[str]] = {}
+            for event in events:
+                sequences.setdefault(event.properties.get("item_id"), []).append(event.sequence_number)
+            result = self.backend.apply(changes_of(events, outcome.skipped))
+            outcome.indexed, outcome.removed = result.searchable, result.hidden
+            outcome.skipped += result.invalid
+            for item_id, why in result.failures:
                 outcome.failed_sequence_numbers.update(sequences.get(item_id, []))
-            LOG.warning("search indexer: %s", exc)
-        if removals:
-            self.backend.remove(removals)
-            outcome.removed = len(removals)
-        for message_id, why in outcome.skipped:
-            LOG.info("search indexer skipped %s: %s", message_id, why)
+                LOG.warning("search indexer: %s refused: %s", item_id, why)
+            for what, why in outcome.skipped:
+                LOG.info("search indexer skipped %s: %s", what, why)
+        outcome.purged = self.purge_if_due()
         return outcome
+
+    def purge_if_due(self) -> int:
+        """Forget expired tombstones and partial states, at most once per ``purge_every_s``."""
+        now = self.clock()
+        if self._last_purge is not None and now - self._last_purge < self.purge_every_s:
+            return 0
+        self._last_purge = now
+        try:
+            return self.backend.purge(now - self.retention_s)
+        except SearchError as exc:  # the batch is applied; the purge is tried again next time
+            LOG.warning("search indexer: purge failed: %s", exc)
+            self._last_purge = None
+            return 0

@@ -17,6 +17,7 @@ from handlers.core.kinesis import batch_item_failures, records_from_event
 from handlers.core.runtime import ColdStart, wait_budget
 from handlers.search import open_backend
 from handlers.search.indexer import IndexOutcome, Indexer
+from handlers.search.listings import DEFAULT_RETENTION_DAYS
 from handlers.tracking.consumer import processor_from_env
 from handlers.tracking.processor import Processor
 
@@ -51,7 +52,9 @@ def build_handler(env: Env | None = None) -> IndexerHandler:
     backend = open_backend(env)  # LETGO_SEARCH_BACKEND, LETGO_OPENSEARCH_URL (+ region: SigV4) on AWS
     if env.flag("LETGO_SEARCH_SETUP", True):  # on AWS `letgo search setup` made them (handlers/search/access.py)
         backend.setup()  # idempotent: templates and aliases exist before the first write
-    return IndexerHandler(processor_from_env(env), Indexer(backend))
+    # Tombstones must outlive every late or replayed event: the stream's retention plus the archive replays.
+    retention = env.number("LETGO_SEARCH_TOMBSTONE_DAYS", DEFAULT_RETENTION_DAYS, minimum=1)
+    return IndexerHandler(processor_from_env(env), Indexer(backend, retention_days=retention))
 
 
 _app = ColdStart("search-indexer", build_handler)

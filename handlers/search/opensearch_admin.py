@@ -22,15 +22,17 @@ also applies are :mod:`handlers.search.access`. The services start with ``LETGO_
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 from handlers.search.errors import BackendUnavailable, SearchError
 from handlers.search.languages import SUPPORTED, index_language
 from handlers.search.model import Ad
 from handlers.search.opensearch_client import NAME, Cluster
 from handlers.search.opensearch_config import IndexNames
-from handlers.search.opensearch_schema import index_template, to_document
+from handlers.search.opensearch_schema import index_template, state_template, to_document
 from handlers.search.opensearch_writes import bulk
+
+T = TypeVar("T")
 
 
 def setup(cluster: Cluster) -> None:
@@ -38,11 +40,15 @@ def setup(cluster: Cluster) -> None:
     from opensearchpy import exceptions as os_errors
 
     names, indices = cluster.names, cluster.client.indices
+    cluster.call("put template", indices.put_index_template, name=names.state_alias(),
+                 body=state_template(cluster.config))
+    groups = [(names.state_alias(), [names.state_alias()])]
     for language in SUPPORTED:
         cluster.call("put template", indices.put_index_template, name=names.template(language),
                      body=index_template(language, cluster.config))
-        read = names.read_alias(language)
-        for alias in cluster.write_aliases(language):
+        groups.append((names.read_alias(language), cluster.write_aliases(language)))
+    for read, write_aliases in groups:
+        for alias in write_aliases:
             if cluster.call("alias exists", indices.exists_alias, name=alias):
                 continue
             versions = _versions(cluster, alias)
@@ -104,17 +110,57 @@ def reindex(cluster: Cluster, language: str, ads: Iterable[Ad] | None = None, *,
     return new
 
 
+def rebuild(cluster: Cluster, fill: Callable[[Cluster], T]) -> T:
+    """A new version of every index (each language, each split category, the listing states), filled by
+    ``fill(shadow)`` — a :class:`Cluster` whose writes go to the new versions — then swapped in with one atomic
+    ``_aliases`` call. Searches read the old versions until the swap; the old versions are deleted after it.
+    Writes the live indexer makes meanwhile land on the old versions: pause it, or replay from the start time."""
+    names, indices = cluster.names, cluster.client.indices
+    current = cluster.write_indices(refresh=True)
+    state_alias = names.state_alias()
+    state_now = cluster.call("state alias", indices.get_alias, name=state_alias, ignore_unavailable=True)
+    current = {**current, **({state_alias: next(iter(state_now))} if state_now else {})}
+    fresh: dict[str, str] = {}
+    for alias in [*cluster.all_write_aliases(), state_alias]:
+        fresh[alias] = f"{alias}_v{max(_versions(cluster, alias), default=0) + 1}"
+        cluster.call("create", indices.create, index=fresh[alias])
+    result = fill(cluster.shadow(fresh))
+    cluster.call("refresh", indices.refresh, index=",".join(fresh.values()))
+    actions: list[dict[str, Any]] = []
+    for alias, new in fresh.items():
+        read = _read_alias_of(cluster, alias)
+        old = current.get(alias)
+        if old:
+            actions += [{"remove": {"index": old, "alias": name}} for name in {alias, read}]
+        actions.append({"add": {"index": new, "alias": alias, "is_write_index": True}})
+        if read != alias:
+            actions.append({"add": {"index": new, "alias": read, "is_write_index": False}})
+    cluster.call("swap aliases", indices.update_aliases, body={"actions": actions})
+    old_indices = sorted({index for alias, index in current.items() if alias in fresh})
+    for start in range(0, len(old_indices), 50):
+        cluster.call("delete old versions", indices.delete, index=",".join(old_indices[start:start + 50]))
+    cluster.forget_write_indices()
+    return result
+
+
+def _read_alias_of(cluster: Cluster, alias: str) -> str:
+    for language in SUPPORTED:
+        if alias in cluster.write_aliases(language):
+            return cluster.names.read_alias(language)
+    return alias
+
+
 def drop(cluster: Cluster) -> None:
     """Delete every index and template of this namespace. For tests and throw-away stages only."""
     names, indices = cluster.names, cluster.client.indices
-    patterns = [pattern for language in SUPPORTED for pattern in names.patterns(language)]
+    patterns = [pattern for language in SUPPORTED for pattern in names.patterns(language)] + [names.state_pattern()]
     found = cluster.call("list indices", indices.get, index=",".join(patterns), allow_no_indices=True,
                          expand_wildcards="all")
     ordered = sorted(found)  # by name: clusters may refuse wildcard deletes (action.destructive_requires_name)
     for start in range(0, len(ordered), 50):
         cluster.call("drop", indices.delete, index=",".join(ordered[start:start + 50]))
-    for language in SUPPORTED:
-        cluster.call("drop template", indices.delete_index_template, name=names.template(language), ignore=404)
+    for template in [names.template(language) for language in SUPPORTED] + [names.state_alias()]:
+        cluster.call("drop template", indices.delete_index_template, name=template, ignore=404)
     cluster.forget_write_indices()
 
 

@@ -9,6 +9,7 @@ the API and the CLI hold, and hands each job to the module that does it —
 * :mod:`.opensearch_schema` — the index template per language and the document shape of an ad;
 * :mod:`.opensearch_admin` — setup (templates, versioned indices, aliases), reindex with an alias swap, drop;
 * :mod:`.opensearch_writes` — bulk upserts and deletes, realtime fetch, refresh;
+* :mod:`.opensearch_state` — listing states: optimistic concurrency on the state, external versions on the ads;
 * :mod:`.opensearch_queries` — request -> query DSL, response -> :class:`~handlers.search.model.SearchResponse`.
 
 :class:`OpenSearchConfig` is re-exported: a backend is built from one.
@@ -19,8 +20,11 @@ from typing import Any, Iterable
 
 from handlers.search import opensearch_admin as admin
 from handlers.search import opensearch_queries as queries
+from handlers.search import opensearch_state as states
 from handlers.search import opensearch_writes as writes
-from handlers.search.backend import Ranking, SearchBackend
+from handlers.search.backend import ApplyResult, Plan, Ranking, SearchBackend
+from handlers.search.languages import index_language
+from handlers.search.listings import Change, ListingState
 from handlers.search.model import Ad, AutocompleteRequest, Cursor, SearchRequest, SearchResponse, Suggestion
 from handlers.search.opensearch_client import NAME, Cluster
 from handlers.search.opensearch_config import OpenSearchConfig
@@ -57,6 +61,17 @@ class OpenSearchBackend(SearchBackend):
         """Move one alias to a fresh version (see :func:`.opensearch_admin.reindex`); returns the new index."""
         return admin.reindex(self.cluster, language, ads, category=category, delete_old=delete_old)
 
+    def rebuild(self, changes: Iterable[Change], chunk: int = 5000) -> ApplyResult:
+        """Every index rebuilt from these changes in new versions, swapped in atomically (see
+        :func:`.opensearch_admin.rebuild`): searches never see a half-built index."""
+        def fill(shadow: Any) -> ApplyResult:
+            builder = OpenSearchBackend(self.config, ranking=self.ranking, client=self.client)
+            builder.cluster = shadow
+            builder._clear = lambda: None  # type: ignore[method-assign]  # the new versions start empty
+            return SearchBackend.rebuild(builder, changes, chunk)
+
+        return admin.rebuild(self.cluster, fill)
+
     def drop(self) -> None:
         """Delete every index and template of this namespace. For tests and throw-away stages only."""
         admin.drop(self.cluster)
@@ -70,6 +85,22 @@ class OpenSearchBackend(SearchBackend):
 
     def _fetch(self, item_ids: list[str]) -> dict[str, Ad]:
         return writes.fetch(self.cluster, item_ids)
+
+    # -- listing states --------------------------------------------------------------------------------------
+    def _placement(self, ad: Ad) -> str:
+        return self.cluster.target(ad, index_language(ad.language, ad.country))
+
+    def _read_states(self, item_ids: list[str]) -> dict[str, tuple[ListingState, object]]:
+        return states.read(self.cluster, item_ids)  # type: ignore[return-value]
+
+    def _commit(self, plans: list[Plan], result: ApplyResult) -> list[str]:
+        return states.commit(self.cluster, plans, result)
+
+    def _purge(self, before: float) -> int:
+        return states.purge(self.cluster, before)
+
+    def _clear(self) -> None:
+        raise NotImplementedError("OpenSearch rebuilds into new index versions (rebuild), never by clearing")
 
     # -- reading ---------------------------------------------------------------------------------------------
     def search_body(self, request: SearchRequest, cursor: Cursor | None, origin: float) -> dict[str, Any]:

@@ -29,11 +29,20 @@ NAME = "opensearch"  # the backend's name: in errors, cursors and /health
 class Cluster:
     """One cluster under one configuration."""
 
-    def __init__(self, config: OpenSearchConfig, client: Any = None) -> None:
+    def __init__(self, config: OpenSearchConfig, client: Any = None, overrides: dict[str, str] | None = None) -> None:
         self.config = config
         self.names = IndexNames(config.namespace)
         self._client = client
         self._write_indices: dict[str, str] | None = None  # write alias -> concrete index (cache)
+        self.overrides = dict(overrides or {})  # alias -> the concrete index a rebuild fills instead
+
+    def shadow(self, overrides: dict[str, str]) -> "Cluster":
+        """The same cluster and client, writing to (and reading states from) other concrete indices: a rebuild
+        fills new versions through it while searches still read the old ones."""
+        return Cluster(self.config, self.client, overrides)
+
+    def resolve(self, alias: str) -> str:
+        return self.overrides.get(alias, alias)
 
     @property
     def client(self) -> Any:
@@ -90,6 +99,8 @@ class Cluster:
 
     def write_indices(self, refresh: bool = False) -> dict[str, str]:
         """Write alias -> the concrete index it writes to (cached; re-resolved after a reindex or a miss)."""
+        if self.overrides:
+            return {alias: index for alias, index in self.overrides.items() if alias != self.names.state_alias()}
         if self._write_indices is None or refresh:
             aliases = self.all_write_aliases()
             found = self.call("get aliases", self.client.indices.get_alias, name=",".join(aliases),

@@ -104,8 +104,15 @@ class IndexNames:
     def template(self, language: str) -> str:
         return f"{self.namespace}classified_ads_{language}"
 
+    def state_alias(self) -> str:
+        """The listing states (tombstones, early updates: handlers/search/listings.py), one index for all."""
+        return f"{self.namespace}listing_state"
+
     def patterns(self, language: str) -> list[str]:
         return [f"{self.read_alias(language)}_v*"] + [f"{self.category_alias(c, language)}_v*" for c in CATEGORIES]
+
+    def state_pattern(self) -> str:
+        return f"{self.state_alias()}_v*"
 
     @staticmethod
     def version_of(index: str, alias: str) -> int | None:

@@ -21,7 +21,8 @@ from typing import Any, Mapping
 from handlers.search.model import Ad
 from handlers.search.opensearch_config import IndexNames, OpenSearchConfig
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: gc_deletes and the listing-state index
+GC_DELETES = "1h"
 _SNOWBALL = {"es": "Spanish", "nl": "Dutch", "en": "English", "tr": "Turkish", "pt": "Portuguese"}
 _STOPWORDS = {"es": "_spanish_", "nl": "_dutch_", "en": "_english_", "tr": "_turkish_", "pt": "_portuguese_"}
 
@@ -43,6 +44,9 @@ def index_template(language: str, config: OpenSearchConfig) -> dict[str, Any]:
         "template": {
             "settings": {
                 "number_of_shards": config.shards, "number_of_replicas": config.replicas,
+                # a delete's external version is remembered this long: an indexer that stalled between its state
+                # write and its document write cannot bring back what a newer state removed meanwhile
+                "gc_deletes": GC_DELETES,
                 "analysis": {"filter": filters, "analyzer": {
                     "letgo_text": {"type": "custom", "tokenizer": "standard", "filter": text_filters},
                     "letgo_plain": {"type": "custom", "tokenizer": "standard", "filter": [lowercase, "asciifolding"]},
@@ -67,6 +71,16 @@ def index_template(language: str, config: OpenSearchConfig) -> dict[str, Any]:
             },
         },
     }
+
+
+def state_template(config: OpenSearchConfig) -> dict[str, Any]:
+    """The listing-state index: one document per listing, stored whole, found by id; purged by ``live``/``last_at``."""
+    names = IndexNames(config.namespace)
+    return {"index_patterns": [names.state_pattern()], "priority": 100, "version": SCHEMA_VERSION,
+            "template": {"settings": {"number_of_shards": config.shards, "number_of_replicas": config.replicas},
+                         "mappings": {"dynamic": "strict", "properties": {
+                             "item_id": {"type": "keyword"}, "live": {"type": "boolean"},
+                             "last_at": {"type": "double"}, "state": {"type": "object", "enabled": False}}}}}
 
 
 def to_document(ad: Ad) -> dict[str, Any]:

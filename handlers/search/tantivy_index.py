@@ -57,6 +57,10 @@ class LanguageIndex:
                 self.writer.delete_documents_by_term("item_id", item_id)
                 self._dirty = True
 
+    def clear(self) -> None:
+        self.writer.delete_all_documents()
+        self._dirty = True
+
     def add(self, ad: Ad) -> None:
         title, description = prepare(self.language, ad.title), prepare(self.language, ad.description)
         doc = tantivy.Document()

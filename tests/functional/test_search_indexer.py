@@ -1,18 +1,20 @@
 """The stream indexer over real events: generated marketplace traffic -> the tracking core -> a real tantivy index.
 
 Properties rather than hand-written expectations: the index holds exactly the listings that were listed and
-not sold or deleted, each with its last price; how the stream is cut into batches (fetching the indexed
-version for updates in later batches) and replaying batches (Lambda retries) change nothing.
+not sold or deleted, each with its last price; how the stream is cut into batches, replaying batches (Lambda
+retries) and shuffling the events across shards change nothing. (The contract suite's
+``test_search_contract_order.py`` holds every engine to the same with generated histories.)
 """
 from __future__ import annotations
 
 import base64
+import random
 import time
 from datetime import datetime, timezone
 
 import pytest
 
-from handlers.search.indexer import Indexer, fold, needs_fetch
+from handlers.search.indexer import Indexer, changes_of
 from handlers.search.model import SearchRequest
 from handlers.search.tantivy_backend import TantivyBackend
 from handlers.core.kinesis import RawRecord
@@ -32,9 +34,10 @@ def events(processor):
 
 
 def expected_state(events):
-    """Brute force, independent of the indexer: listed items minus removed ones, with each item's last price."""
+    """Brute force, independent of the indexer: listed items minus removed ones, with each item's last price,
+    applying the events in event-time order (the generator's stream order is its event-time order)."""
     alive, price = set(), {}
-    for e in events:
+    for e in sorted(events, key=lambda e: (e.timestamp, e.message_id)):
         item = e.properties.get("item_id")
         if e.type == "ItemListed":
             alive.add(item)
@@ -80,6 +83,21 @@ def test_batching_and_replayed_batches_do_not_change_the_index(events, batch):
             [h.ad.item_id for h in one_go.search(request).hits]
 
 
+def test_shuffled_across_shards_the_stream_gives_the_same_index(events):
+    """A listing's events on different shards arrive in any order: shuffled into 4 "shards" read in turns."""
+    listing_ids = sorted({e.properties["item_id"] for e in events if "item_id" in e.properties})
+    shuffled = list(events)
+    random.Random(5).shuffle(shuffled)
+    shards = [shuffled[i::4] for i in range(4)]
+    with TantivyBackend() as backend:
+        indexer = Indexer(backend)
+        for start in range(0, max(len(s) for s in shards), 50):
+            for shard in shards:
+                indexer.apply(shard[start:start + 50])
+        backend.refresh()
+        assert indexed(backend, listing_ids) == expected_state(events)
+
+
 class _Event:
     def __init__(self, type_, item, seq, **properties):
         self.type, self.sequence_number, self.message_id = type_, seq, f"m-{seq}"
@@ -87,15 +105,11 @@ class _Event:
         self.timestamp = "2026-11-26T10:00:00Z"
 
 
-def test_updates_fetch_only_listings_not_listed_earlier_in_the_batch():
-    batch = [_Event("ItemUpdated", "a", "1", price=5), _Event("ItemListed", "b", "2"),
-             _Event("ItemUpdated", "b", "3", price=6), _Event("ItemUpdated", "a", "4", price=7)]
-    assert needs_fetch(batch) == ["a"]
-
-
-def test_an_update_for_a_listing_never_indexed_is_skipped_with_its_reason():
-    state, skipped, _ = fold([_Event("ItemUpdated", "ghost", "9", price=5)], known={})
-    assert state == {} and skipped == [("m-9", "ItemUpdated for ghost: never indexed (reindex to recover)")]
+def test_a_listing_that_cannot_be_an_ad_is_skipped_with_its_reason():
+    skipped = []
+    changes = changes_of([_Event("ItemListed", "no-title", "9", price=5), _Event("ItemSold", "a", "10")], skipped)
+    assert [c.item_id for c in changes] == ["a"]
+    assert skipped == [("m-9", "ad no-title: title: is required")]
 
 
 def test_reindex_from_the_processed_events_rebuilds_what_the_stream_indexer_built(stage, tmp_path, capsys):

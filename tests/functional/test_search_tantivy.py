@@ -25,7 +25,8 @@ def test_indices_on_disk_survive_a_restart(tmp_path: Path) -> None:
         assert second.search(SearchRequest("nl")).total == len(dutch)
 
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        f"classified_ads_{language}_v{SCHEMA_VERSION}" for language in ("es", "nl", "en", "tr", "pt"))
+        [f"classified_ads_{language}_v{SCHEMA_VERSION}" for language in ("es", "nl", "en", "tr", "pt")]
+        + [f"listing_state_v{SCHEMA_VERSION}"])
 
 
 def test_refresh_shows_a_reader_what_another_process_committed(tmp_path):
