@@ -23,6 +23,7 @@ SIGINT/SIGTERM  stop: everything is shut down and both files are removed (``letg
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import signal
 import time
 from contextlib import ExitStack
@@ -33,8 +34,11 @@ import orjson
 from letgo import REPO_ROOT
 from letgo.progress import Progress
 
-STAGE_FILE = REPO_ROOT / ".local" / "stage.json"
-CONTROL_FILE = REPO_ROOT / ".local" / "statistics-control.json"  # `stage up` <-> `metrics replay`, `recover`
+# Where `stage up` keeps its stage and the two files other commands find it by: .local/ of the checkout, or
+# LETGO_STAGE_DIR (tests run a stage of their own there, next to a developer's running one).
+STAGE_DIR = Path(os.environ.get("LETGO_STAGE_DIR") or REPO_ROOT / ".local")
+STAGE_FILE = STAGE_DIR / "stage.json"
+CONTROL_FILE = STAGE_DIR / "statistics-control.json"  # `stage up` <-> `metrics replay`, `recover`
 STAGE_ENV = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
              "AWS_DEFAULT_REGION", "RAW_BUCKET", "QUARANTINE_BUCKET", "FIREHOSE_STREAM", "DATABASE_URL",
              "SENTRY_LOCAL_PATH", "STAGE")
@@ -154,12 +158,12 @@ def run_stage(write_key: str, say: Say = print) -> int:
         control(statistics="running", resume_at=None)
         process.announce()
         try:
+            process.start_lanes()  # the three consumers side by side, each on its own mapping, as on AWS
             while not stopping:
                 while requests:
                     _serve(process, requests.pop(0))
-                if process.poll() == 0:
-                    time.sleep(0.5)
-            process.flush()
+                time.sleep(0.2)
+            process.stop_lanes()
         finally:
             STAGE_FILE.unlink(missing_ok=True)
             CONTROL_FILE.unlink(missing_ok=True)
@@ -167,12 +171,15 @@ def run_stage(write_key: str, say: Say = print) -> int:
 
 
 def _serve(process: Any, request: str) -> None:
+    """A request from another command, run in the lane it concerns (never in the middle of that lane's batch)."""
     if request == "recover":
-        report = process.recover_indexer(progress=lambda done: control(recovery_progress=done))
+        report = process.in_lane("search-indexer", lambda: process.recover_indexer(
+            progress=lambda done: control(recovery_progress=done)))
         control(recovery={"describe": report.describe(), "problems": report.problems, "left": report.left})
-    elif request == "pause" and process.pause_statistics():
+    elif request == "pause" and process.in_lane("statistics", process.pause_statistics):
         control(statistics="paused")
-    elif request == "resume" and process.resume_statistics(control()["resume_at"]):
+    elif request == "resume" and process.in_lane("statistics",
+                                                  lambda: process.resume_statistics(control()["resume_at"])):
         control(statistics="running")
 
 
@@ -188,7 +195,7 @@ class StageProcess:
         from letgo.stage import LocalStage
 
         self.say, self.write_key = say, write_key
-        self.stage = stack.enter_context(LocalStage(REPO_ROOT / ".local" / "stage", say=say))
+        self.stage = stack.enter_context(LocalStage(STAGE_DIR / "stage", say=say))
         self.collector = stack.enter_context(Collector(client("kinesis"), self.stage.names.stream, {write_key}))
         self.statistics = build_handler({"DATABASE_URL": self.stage.postgres.dsn})
         stack.callback(self.statistics.sink.close)
@@ -223,7 +230,8 @@ class StageProcess:
         return backend, indexing, api
 
     def description(self) -> dict[str, Any]:
-        return {"stream": self.stage.names.stream, "collector": self.collector.url, "queues": self.stage.queue_urls}
+        return {"stream": self.stage.names.stream, "collector": self.collector.url, "queues": self.stage.queue_urls,
+                "search_api": self.search_api.url, "metrics_api": self.metrics_api.url}
 
     def announce(self) -> None:
         say = self.say
@@ -234,14 +242,47 @@ class StageProcess:
             f"…/openapi.json)")
         say("consuming events, statistics and listings; Ctrl-C (or `letgo stage down`) stops the stage")
 
-    def poll(self) -> int:
-        """One round over the three mappings; what was indexed becomes searchable (as OpenSearch's 1 s refresh)."""
+    def poll_events(self) -> int:
         assert self.stage.mapping is not None
-        handled = self.stage.mapping.poll() + (self.stats.poll() if self.stats is not None else 0)
+        return self.stage.mapping.poll()
+
+    def poll_statistics(self) -> int:
+        return self.stats.poll() if self.stats is not None else 0
+
+    def poll_listings(self) -> int:
+        """What was indexed becomes searchable at once (as OpenSearch's 1 s refresh)."""
         indexed = self.indexing.poll()
         if indexed:
             self.search_backend.refresh()
-        return handled + indexed
+        return indexed
+
+    def poll(self) -> int:
+        """One round over the three mappings, one after the other (tests; `stage up` runs them in lanes)."""
+        return self.poll_events() + self.poll_statistics() + self.poll_listings()
+
+    def start_lanes(self) -> None:
+        from letgo.lanes import Lane
+
+        self.lanes = {"consumer": Lane("consumer", self.poll_events),
+                      "statistics": Lane("statistics", self.poll_statistics),
+                      "search-indexer": Lane("search-indexer", self.poll_listings)}
+        for lane in self.lanes.values():
+            lane.start()
+
+    def in_lane(self, name: str, job: Callable[[], Any]) -> Any:
+        """Run ``job`` in the named lane between two of its polls (directly when the lanes are not running)."""
+        lanes = getattr(self, "lanes", None)
+        if not lanes:
+            return job()
+        return lanes[name].submit(job).result()
+
+    def stop_lanes(self) -> None:
+        lanes, self.lanes = getattr(self, "lanes", {}), {}
+        for lane in lanes.values():
+            lane.stopping.set()
+        for lane in lanes.values():
+            lane.stop()
+        self.flush()
 
     def flush(self) -> None:
         if self.stats is not None:

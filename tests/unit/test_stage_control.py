@@ -35,6 +35,11 @@ class FakeProcess:
 
     def __init__(self) -> None:
         self.running, self.resumed_at, self.recovered = True, [], 0
+        self.lanes_used: list[str] = []
+
+    def in_lane(self, name, job):
+        self.lanes_used.append(name)  # the real process runs it in that lane's thread, between two polls
+        return job()
 
     def pause_statistics(self) -> bool:
         was, self.running = self.running, False
@@ -71,6 +76,7 @@ def test_serve_pause_then_resume_reports_each_state_and_resumes_where_asked():
     stage_control.control(resume_at=1_800_000_000.0)
     stage_control._serve(process, "resume")
     assert stage_control.control()["statistics"] == "running" and process.resumed_at == [1_800_000_000.0]
+    assert set(process.lanes_used) == {"statistics"}
 
 
 def test_serve_recover_reports_progress_then_the_report():
@@ -78,7 +84,7 @@ def test_serve_recover_reports_progress_then_the_report():
     stage_control.control(recovery=None, recovery_progress=0)
     stage_control._serve(process, "recover")
     state = stage_control.control()
-    assert process.recovered == 1 and state["recovery_progress"] == 7
+    assert process.recovered == 1 and state["recovery_progress"] == 7 and process.lanes_used == ["search-indexer"]
     assert state["recovery"] == {"describe": Report().describe(), "problems": [], "left": 0}
 
 
