@@ -78,7 +78,32 @@ def build_corpus(seed: int = SEED, per_market: dict[str, int] | None = None) -> 
     # Listings in a UI language without its own index are searched in their market's index.
     ads.append(replace(ads[0], item_id="es-fr-0001", language="fr",
                        title="Bicicleta de montaña Orbea (anuncio en francés)"))
-    return ads
+    return ads + relevance_ads(ads)
+
+
+# Titles the relevance cases need beside the templates' (issue 13): a word that exists next to a near one
+# (casco / Casio), a misspelling in a description only (an exact match of "bicileta", which no title has),
+# Dutch compounds and words that only look like them.
+MISSPELT_DESCRIPTION = "Regalo una bicileta vieja."
+RELEVANCE_TITLES = {
+    "es": ["Casco de moto Shoei", "Casco de bici Abus", "Casco integral LS2", "Patinete eléctrico Xiaomi"],
+    "nl": ["Kinderfiets 20 inch", "Kinderfiets Alpina", "Fiets Batavus", "Racefiets Trek", "Damesfiets Gazelle",
+           "Fietstas Ortlieb", "Fietsenrek voor 3", "Hoekbank leer", "Hoekbankje grijs", "Bank velours",
+           "Bankstel 3+2", "Kledingkast wit"],
+}
+
+
+def relevance_ads(base: list[Ad]) -> list[Ad]:
+    out = []
+    for language, titles in RELEVANCE_TITLES.items():
+        first = next(ad for ad in base if ad.language == language)
+        for n, title in enumerate(titles):
+            special = title.startswith("Patinete")  # the expensive one whose description is misspelt
+            out.append(replace(first, item_id=f"{language}-rel-{n:02d}", title=title,
+                               price=5000.0 if special else 40.0 + 10 * n, category="sports_leisure",
+                               description=MISSPELT_DESCRIPTION if special else first.description,
+                               listed_at=first.listed_at - 3600 * (n + 1)))
+    return out
 
 
 CORPUS: list[Ad] = build_corpus()
@@ -135,6 +160,12 @@ def title_word(*words: str) -> Callable[[Ad], bool]:
     return lambda ad: bool(_words(ad.title) & wanted)
 
 
+def text_word(*words: str) -> Callable[[Ad], bool]:
+    """True for listings whose title or description has one of these words."""
+    wanted = {w.casefold() for w in words}
+    return lambda ad: bool((_words(ad.title) | _words(ad.description)) & wanted)
+
+
 def title_word_prefix(*prefixes: str) -> Callable[[str], bool]:
     """True for titles where, for every prefix in order, some word starts with it (autocomplete, brute force)."""
     folded = [p.casefold() for p in prefixes]
@@ -188,3 +219,26 @@ def event_time_fold(events: Iterable[StreamEvent]) -> dict[str, Ad]:
         else:
             live.discard(item)
     return {item: ads[item] for item in live}
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein with adjacent transpositions, written out here (the engines' own is not used for expectations)."""
+    rows = [list(range(len(b) + 1))]
+    for i in range(1, len(a) + 1):
+        row = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            row[j] = min(rows[-1][j] + 1, row[j - 1] + 1, rows[-1][j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                row[j] = min(row[j], rows[-2][j - 2] + 1)
+        rows.append(row)
+    return rows[-1][-1]
+
+
+def title_words(ads: Iterable[Ad]) -> set[str]:
+    return {_fold(w) for ad in ads for w in _words(ad.title)}
+
+
+def title_word_ending(*endings: str) -> Callable[[Ad], bool]:
+    """True for titles with a word that is, or ends in, one of these (a Dutch compound's head), brute force."""
+    folded = tuple(e.casefold() for e in endings)
+    return lambda ad: any(w.endswith(folded) for w in _words(ad.title))

@@ -14,6 +14,14 @@ Shared rules, implemented here once so the engines cannot drift:
   embedded engine on request), like every near-real-time engine.
 * Relevance = text score x freshness decay (x distance decay when the request has a point), with the
   parameters of :class:`Ranking`; OpenSearch applies them as ``function_score`` gauss decays.
+* Typo tolerance is a **fallback**, never a flood: a search first matches exactly (stems, compound heads). Only
+  when that finds fewer than ``Ranking.fuzzy_below`` listings are the query's *misspelt* words — those not in
+  the index's title vocabulary, 4+ letters, no digit — widened to their closest indexed spellings
+  (:func:`expansions`: same first letter, 1 edit up to 6 letters, 2 from 7). Exact matches then come first in
+  every sort (relevance, price, distance, date), the widened ones after them, marked ``approximate``, and only
+  then is there a did-you-mean (:func:`corrected`). A query that matched plenty ("bikes": stemmed to "bike")
+  gets no fuzzy matches at all, so no "Nike" trainers, and a word that exists ("casco") is never read as
+  another ("casio"). The cursor remembers which of the two passes a listing came from.
 * The stream writes through :meth:`SearchBackend.apply`: listing *changes* (:mod:`.listings`) merged by
   version into each listing's stored state, whatever order they arrive in, and the search document derived
   from that state. The engines differ only in how they keep concurrent writers apart — OpenSearch with
@@ -34,10 +42,11 @@ from handlers.search.languages import index_language
 from handlers.search.listings import Change, ListingState
 from handlers.search.model import Ad, AutocompleteRequest, SearchRequest, SearchResponse, Suggestion
 
-MIN_FUZZY_LENGTHS = (3, 6)  # OpenSearch "AUTO": 0 edits below 3 characters, 1 below 6, else 2
-SPELLING_MIN_LENGTH = 4  # OpenSearch term suggester defaults: min_word_length 4, prefix_length 1, max_edits 2
-SPELLING_PREFIX = 1
-SPELLING_MAX_EDITS = 2
+SPELLING_PREFIX = 1  # a typo keeps the first letter (OpenSearch term suggester prefix_length 1)
+SPELLING_MAX_EDITS = 2  # the suggester's limit; :func:`fuzzy_edits` is stricter for shorter words
+SPELLING_MIN_LENGTH = 4  # shorter words are never corrected (suggester min_word_length)
+SPELLING_CANDIDATES = 25  # candidates asked of the suggester per word, before :func:`expansions` picks
+MAX_EXPANSIONS = 5  # spellings a misspelt word is widened to in the fallback
 AUTOCOMPLETE_EXPANSIONS = 50  # match_bool_prefix max_expansions
 APPLY_ATTEMPTS = 8  # read-merge-write rounds for listings another writer changed meanwhile
 
@@ -54,12 +63,41 @@ class Ranking:
     autocomplete_distance_scale_km: float = 25.0
     title_boost: float = 3.0
     description_boost: float = 0.5
+    fuzzy_below: int = 10  # the typo fallback runs only when exact and stemmed matching found fewer listings
 
 
-def fuzziness(term: str) -> int:
-    """Edits a term may be off by (OpenSearch ``fuzziness: AUTO``)."""
-    short, medium = MIN_FUZZY_LENGTHS
-    return 0 if len(term) < short else 1 if len(term) < medium else 2
+
+
+def fuzzy_edits(term: str) -> int:
+    """Edits a misspelt query word may be off by: none below 4 letters or with a digit (a model number such as
+    "s23" is not a typo of "s22"), one up to 6 letters, two from 7."""
+    if len(term) < SPELLING_MIN_LENGTH or any(c.isdigit() for c in term):
+        return 0
+    return 1 if len(term) < 7 else SPELLING_MAX_EDITS
+
+
+def expansions(term: str, candidates: Iterable[tuple[str, int]]) -> list[str]:
+    """The indexed spellings (``(word, document frequency)`` candidates) a misspelt ``term`` is widened to: same
+    first letter, within :func:`fuzzy_edits`, closest first, then the most frequent; at most MAX_EXPANSIONS."""
+    edits = fuzzy_edits(term)
+    if not edits:
+        return []
+    scored = []
+    for text, freq in candidates:
+        if text == term or text[:SPELLING_PREFIX] != term[:SPELLING_PREFIX] or any(c.isdigit() for c in text):
+            continue
+        distance = bounded_edit_distance(term, text, edits)
+        if distance <= edits:
+            scored.append((distance, -freq, text))
+    return [text for _, _, text in sorted(scored)[:MAX_EXPANSIONS]]
+
+
+def corrected(words: list[tuple[str, str]], widened: dict[str, list[str]]) -> str | None:
+    """Did-you-mean: the query's words (as typed, as indexed) with each misspelt one replaced by its best spelling,
+    the others as typed (None: nothing to fix)."""
+    if not any(widened.get(plain) for _, plain in words):
+        return None
+    return " ".join(widened[plain][0] if widened.get(plain) else typed for typed, plain in words)
 
 
 @dataclass

@@ -205,7 +205,7 @@ class SearchRequest:
     sort: Sort = Sort.RELEVANCE
     page_size: int = DEFAULT_PAGE_SIZE
     cursor: str | None = None
-    fuzzy: bool = True  # typo tolerance (edit distance 1-2 by term length); off = exact terms after stemming
+    fuzzy: bool = True  # typo fallback when exact matching finds little (handlers/search/backend.py); off = exact only
 
     def __post_init__(self) -> None:
         _check_language(self.language)
@@ -328,9 +328,11 @@ class Hit:
     ad: Ad
     distance_km: float | None = None  # from the request's point, when it has one
     score: float | None = None  # relevance sort only; comparable within one response
+    approximate: bool = False  # found through a corrected spelling only (the typo fallback): after every exact hit
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.ad.to_dict(), "distance_km": self.distance_km, "score": self.score}
+        return {**self.ad.to_dict(), "distance_km": self.distance_km, "score": self.score,
+                "approximate": self.approximate}
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,10 +382,12 @@ class SearchResponse:
     facets: Facets = field(default_factory=Facets)
     did_you_mean: str | None = None  # the query with unknown words replaced by the closest indexed ones
     next_cursor: str | None = None  # None on the last page
+    approximate: int = 0  # of ``total``, the matches found only through a corrected spelling (after the exact ones)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"language": self.language, "total": self.total, "hits": [h.to_dict() for h in self.hits],
-                "facets": self.facets.to_dict(), "did_you_mean": self.did_you_mean, "next_cursor": self.next_cursor}
+        return {"language": self.language, "total": self.total, "approximate": self.approximate,
+                "hits": [h.to_dict() for h in self.hits], "facets": self.facets.to_dict(),
+                "did_you_mean": self.did_you_mean, "next_cursor": self.next_cursor}
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,9 +407,10 @@ class Cursor:
 
     after: tuple[Any, ...]
     origin: float
+    fuzzy: bool = False  # the page came from the typo fallback (exact and approximate matches, in that order)
 
     def encode(self, request: SearchRequest, backend: str) -> str:
-        body = {"a": list(self.after), "o": self.origin, "f": request.fingerprint(backend)}
+        body = {"a": list(self.after), "o": self.origin, "f": request.fingerprint(backend), "z": int(self.fuzzy)}
         return base64.urlsafe_b64encode(json.dumps(body, separators=(",", ":")).encode()).decode().rstrip("=")
 
     @staticmethod
@@ -416,8 +421,9 @@ class Cursor:
         try:
             body = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
             after, origin, fingerprint = tuple(body["a"]), float(body["o"]), body["f"]
-        except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
+            fuzzy = bool(int(body.get("z", 0)))
+        except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError, AttributeError):
             raise InvalidRequest("cursor", "malformed cursor") from None
         if fingerprint != request.fingerprint(backend):
             raise InvalidRequest("cursor", "the cursor belongs to another query (same filters and sort, or none)")
-        return Cursor(after, origin)
+        return Cursor(after, origin, fuzzy)

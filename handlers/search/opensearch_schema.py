@@ -6,9 +6,11 @@ Pure values, no I/O: :mod:`.opensearch_admin` puts the templates, :mod:`.opensea
 Analysis per language: standard tokenizer -> lowercase (Turkish-aware for tr, after the apostrophe filter)
 -> the language's stop words -> its Snowball stemmer -> ASCII folding, for ``title`` and ``description``.
 Snowball is chosen over the "light" stemmers so that both backends stem alike (tantivy ships Snowball;
-:mod:`.tantivy_schema` mirrors this). ``title.plain`` (lowercase + folding, no stemming) serves fuzzy
-matching and the term suggester (a suggester on a stemmed field would propose "biciclet"); ``title.suggest``
-is ``search_as_you_type`` for autocomplete (``bool_prefix`` over its shingles).
+:mod:`.tantivy_schema` mirrors this). Full text matches ``title_terms``: the title plus the heads of its Dutch
+compounds (:mod:`.compounds`, computed in Python so both engines split alike). ``title.plain`` (lowercase +
+folding, no stemming) serves typo expansions and the term suggester (a suggester on a stemmed field would
+propose "biciclet"); ``title.suggest`` is ``search_as_you_type`` for autocomplete (``bool_prefix`` over its
+shingles).
 
 One composable template per language matches ``classified_ads_<lang>_v*`` *and* ``<category>_<lang>_v*`` for
 every category (:meth:`IndexNames.patterns`), so a new index version or a category split is just "create
@@ -18,10 +20,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from handlers.search.compounds import index_text
+from handlers.search.languages import index_language
 from handlers.search.model import Ad
 from handlers.search.opensearch_config import IndexNames, OpenSearchConfig
 
-SCHEMA_VERSION = 2  # 2: gc_deletes and the listing-state index
+SCHEMA_VERSION = 2  # 2: title_terms (compound heads), gc_deletes, the listing-state index
 GC_DELETES = "1h"
 _SNOWBALL = {"es": "Spanish", "nl": "Dutch", "en": "English", "tr": "Turkish", "pt": "Portuguese"}
 _STOPWORDS = {"es": "_spanish_", "nl": "_dutch_", "en": "_english_", "tr": "_turkish_", "pt": "_portuguese_"}
@@ -61,6 +65,8 @@ def index_template(language: str, config: OpenSearchConfig) -> dict[str, Any]:
                     "title": {"type": "text", "analyzer": "letgo_text", "fields": {
                         "plain": {"type": "text", "analyzer": "letgo_plain"},
                         "suggest": {"type": "search_as_you_type", "analyzer": "letgo_plain"}}},
+                    # the title as matched by full text: + the heads of its Dutch compounds (compounds.py)
+                    "title_terms": {"type": "text", "analyzer": "letgo_text"},
                     "description": {"type": "text", "analyzer": "letgo_text"},
                     "price": {"type": "double"},
                     "location": {"type": "geo_point"},
@@ -86,11 +92,14 @@ def state_template(config: OpenSearchConfig) -> dict[str, Any]:
 def to_document(ad: Ad) -> dict[str, Any]:
     body = ad.to_dict()
     lat, lon, listed_at = body.pop("lat"), body.pop("lon"), body.pop("listed_at")
-    return {**body, "location": {"lat": lat, "lon": lon}, "listed_at": int(round(listed_at * 1000))}
+    terms = index_text(index_language(ad.language, ad.country), ad.title)
+    return {**body, "title_terms": terms, "location": {"lat": lat, "lon": lon},
+            "listed_at": int(round(listed_at * 1000))}
 
 
 def from_document(source: Mapping[str, Any]) -> Ad:
     body = dict(source)
+    body.pop("title_terms", None)
     location = body.pop("location")
     return Ad.from_dict({**body, "lat": location["lat"], "lon": location["lon"],
                          "listed_at": body["listed_at"] / 1000})

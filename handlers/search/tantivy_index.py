@@ -15,6 +15,7 @@ from typing import Any, Iterable
 import orjson
 import tantivy
 
+from handlers.search.compounds import index_text
 from handlers.search.model import CATEGORY_CODE, Ad, Hit
 from handlers.search.tantivy_schema import analyzer, item_key, prepare, schema
 
@@ -65,7 +66,7 @@ class LanguageIndex:
         title, description = prepare(self.language, ad.title), prepare(self.language, ad.description)
         doc = tantivy.Document()
         doc.add_text("item_id", ad.item_id)
-        doc.add_text("title", title)
+        doc.add_text("title", index_text(self.language, title))  # + the heads of Dutch compounds
         doc.add_text("title_plain", title)
         doc.add_text("description", description)
         doc.add_integer("category", CATEGORY_CODE[ad.category])
@@ -102,8 +103,9 @@ class LanguageIndex:
         """The stored ad of one document, as :meth:`Ad.to_dict` wrote it."""
         return orjson.loads(self.searcher.doc(address).get_first("source"))
 
-    def hit(self, address: Any, distance: float | None = None, score: float | None = None) -> Hit:
-        return Hit(Ad.from_dict(self.source(address)), distance, score)
+    def hit(self, address: Any, distance: float | None = None, score: float | None = None,
+            approximate: bool = False) -> Hit:
+        return Hit(Ad.from_dict(self.source(address)), distance, score, approximate)
 
     def ads(self, item_ids: list[str]) -> list[Ad]:
         """The listings with these ids that this index holds."""

@@ -16,21 +16,24 @@ Two query paths, chosen by the request (never a per-document Python loop):
 Only the page's stored documents are loaded. The slow case is a point *without* a radius over a whole
 market (every listing gets a distance): ~25 ms per 35,000 listings; the API should default a radius.
 
-The text clause, the decays (OpenSearch ``gauss`` semantics, :class:`~handlers.search.backend.Ranking`) and
-did-you-mean (OpenSearch's term suggester in mode ``missing``, here from the index's own vocabulary) mirror
-:mod:`.opensearch_queries`, so one contract suite holds both engines to the same answers.
+The typo fallback (:mod:`.backend`: only when the exact pass finds fewer than ``fuzzy_below``) takes the
+columns path: exact matches are tier 0, the widened ones tier 1, sorted (tier, value, key). The text clause,
+the decays (OpenSearch ``gauss`` semantics, :class:`~handlers.search.backend.Ranking`) and the spellings a
+misspelt word is widened to (OpenSearch's term suggester in mode ``missing``; here the index's own vocabulary)
+mirror :mod:`.opensearch_queries`, so one contract suite holds both engines to the same answers.
 """
 from __future__ import annotations
 
 import math
+import re
 import time
 from typing import Any, Iterable
 
 import numpy as np
 import tantivy
 
-from handlers.search.backend import (AUTOCOMPLETE_EXPANSIONS, SPELLING_MAX_EDITS, SPELLING_MIN_LENGTH,
-                                     SPELLING_PREFIX, Ranking, bounded_edit_distance, dedupe_suggestions, fuzziness)
+from handlers.search.backend import (AUTOCOMPLETE_EXPANSIONS, SPELLING_PREFIX, Ranking, corrected, dedupe_suggestions,
+                                     expansions)
 from handlers.search.errors import InvalidRequest
 from handlers.search.geo import EARTH_RADIUS_KM, bounding_boxes
 from handlers.search.model import (CATEGORIES, CATEGORY_CODE, DISTANCE_EDGES_KM, PRICE_EDGES, AutocompleteRequest,
@@ -57,30 +60,64 @@ def gauss(distance: np.ndarray, scale: float, offset: float, decay: float) -> np
 
 
 # -- request -> tantivy queries ------------------------------------------------------------------------------
-def _text_query(index: LanguageIndex, text: str, fuzzy: bool, ranking: Ranking) -> Any:
-    """Mirror of the OpenSearch text clause: any of these, each needing every term (operator AND)."""
-    prepared = prepare(index.language, text)
-    stems, plains = index.text_analyzer.analyze(prepared), index.plain_analyzer.analyze(prepared)
-    schema = index.schema
+_WORD = re.compile(r"\w+")  # tantivy's simple tokenizer: runs of alphanumeric characters
 
-    def every(queries: list[Any]) -> Any:
-        return queries[0] if len(queries) == 1 else tantivy.Query.boolean_query([(_Must, q) for q in queries])
 
-    should = []
-    if stems:
-        should.append(tantivy.Query.boost_query(
-            every([tantivy.Query.term_query(schema, "title", s) for s in stems]), ranking.title_boost))
-        should.append(tantivy.Query.boost_query(
-            every([tantivy.Query.term_query(schema, "description", s) for s in stems]), ranking.description_boost))
-        if fuzzy:
-            should.append(every([tantivy.Query.fuzzy_term_query(schema, "title", s, distance=fuzziness(s))
-                                 for s in stems]))
-    if fuzzy and plains:
-        should.append(every([tantivy.Query.fuzzy_term_query(schema, "title_plain", p, distance=fuzziness(p))
-                             for p in plains]))
-    if not should:
+def _every(queries: list[Any]) -> Any:
+    return queries[0] if len(queries) == 1 else tantivy.Query.boolean_query([(_Must, q) for q in queries])
+
+
+def _exact_query(index: LanguageIndex, text: str, ranking: Ranking) -> Any:
+    """Mirror of the OpenSearch exact clause: title (with compound heads) x3 or description x0.5, every term."""
+    stems = index.text_analyzer.analyze(prepare(index.language, text))
+    if not stems:
         return tantivy.Query.empty_query()
-    return tantivy.Query.boolean_query([(_Should, q) for q in should])
+    schema = index.schema
+    return tantivy.Query.boolean_query([
+        (_Should, tantivy.Query.boost_query(_every([tantivy.Query.term_query(schema, "title", s) for s in stems]),
+                                            ranking.title_boost)),
+        (_Should, tantivy.Query.boost_query(
+            _every([tantivy.Query.term_query(schema, "description", s) for s in stems]), ranking.description_boost))])
+
+
+def _words(index: LanguageIndex, text: str) -> list[tuple[str, str]]:
+    """(word as typed, its plain token) per word of the query, as the OpenSearch term suggester tokenises it."""
+    out = []
+    for word in _WORD.findall(prepare(index.language, text)):
+        plain = index.plain_analyzer.analyze(word)
+        if plain:
+            out.append((word, plain[0]))
+    return out
+
+
+def _known(index: LanguageIndex, word: str) -> bool:
+    """A word some title has, as written or stemmed ("bikes" is known where titles say "bike")."""
+    return all(index.searcher.doc_freq("title", stem) for stem in index.text_analyzer.analyze(word))
+
+
+def _widen(index: LanguageIndex, words: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """Each misspelt word (known to no title) -> its indexed spellings (:func:`.backend.expansions`)."""
+    widened = {}
+    for word, plain in words:
+        if plain not in widened and not _known(index, word):
+            widened[plain] = expansions(plain, index.vocabulary(plain[:SPELLING_PREFIX]))
+    return widened
+
+
+def _fuzzy_query(index: LanguageIndex, words: list[tuple[str, str]], widened: dict[str, list[str]]) -> Any:
+    """Every word, as typed (stemmed, in the title) or as one of its indexed spellings (in the plain title)."""
+    schema, clauses = index.schema, []
+    for word, plain in words:
+        either = []
+        stems = index.text_analyzer.analyze(word)
+        if stems:
+            either.append(_every([tantivy.Query.term_query(schema, "title", s) for s in stems]))
+        if widened.get(plain):
+            either.append(tantivy.Query.term_set_query(schema, "title_plain", widened[plain]))
+        if either:
+            clauses.append(either[0] if len(either) == 1 else
+                           tantivy.Query.boolean_query([(_Should, q) for q in either]))
+    return _every(clauses) if clauses else tantivy.Query.empty_query()
 
 
 def _filters(index: LanguageIndex, request: SearchRequest) -> list[Any]:
@@ -123,26 +160,50 @@ def search(index: LanguageIndex, request: SearchRequest, ranking: Ranking, engin
     after = None
     if cursor is not None:
         try:
-            after = (float(cursor.after[0]), int(cursor.after[1]))
+            after = tuple(float(v) for v in cursor.after[:-1]) + (int(cursor.after[-1]),)
         except (IndexError, TypeError, ValueError):
             raise InvalidRequest("cursor", "malformed cursor") from None
+        if len(after) != (3 if cursor.fuzzy else 2):
+            raise InvalidRequest("cursor", "malformed cursor")
     origin = cursor.origin if cursor else round(time.time(), 3)
-    clauses = [(_Must, q) for q in _filters(index, request)]
-    if request.text:
-        clauses.insert(0, (_Must, _text_query(index, request.text, request.fuzzy, ranking)))
-    query = tantivy.Query.boolean_query(clauses) if clauses else tantivy.Query.all_query()
-    did_you_mean = _did_you_mean(index, request.text) if request.text else None
+    filters = [(_Must, q) for q in _filters(index, request)]
+
+    def query(text_query: Any | None) -> Any:
+        clauses = ([(_Must, text_query)] if text_query is not None else []) + filters
+        return tantivy.Query.boolean_query(clauses) if clauses else tantivy.Query.all_query()
+
+    exact = query(_exact_query(index, request.text, ranking) if request.text else None)
+    if request.text and request.fuzzy and (cursor is None or cursor.fuzzy):
+        exact_total = index.searcher.search(exact, limit=1, count=True).count if index.searcher.num_docs else 0
+        if (cursor is not None and cursor.fuzzy) or exact_total < ranking.fuzzy_below:
+            words = _words(index, request.text)
+            widened = _widen(index, words)
+            if any(widened.values()):
+                union = query(tantivy.Query.boolean_query([(_Should, exact),
+                                                           (_Should, _fuzzy_query(index, words, widened))]))
+                found = index.searcher.search(exact, limit=max(exact_total, 1)).hits if exact_total else []
+                exact_docs = {(a.segment_ord, a.doc) for _, a in found}
+                total, facets, hits, last = _search_columns(index, request, union, after, origin, ranking, exact_docs)
+                next_cursor = None if last is None else Cursor(last, origin, True).encode(request, engine)
+                return SearchResponse(request.language, hits, total, facets,
+                                      corrected(words, widened), next_cursor,
+                                      total - exact_total)
     if request.has_point or request.effective_sort is Sort.RELEVANCE:
-        total, facets, hits, last = _search_columns(index, request, query, after, origin, ranking)
+        total, facets, hits, last = _search_columns(index, request, exact, after, origin, ranking)
     else:
-        total, facets, hits, last = _search_sorted(index, request, query, after)
+        total, facets, hits, last = _search_sorted(index, request, exact, after)
     next_cursor = None if last is None else Cursor(last, origin).encode(request, engine)
-    return SearchResponse(request.language, hits, total, facets, did_you_mean, next_cursor)
+    return SearchResponse(request.language, hits, total, facets, None, next_cursor)
 
 
-def _search_columns(index: LanguageIndex, request: SearchRequest, query: Any, after: tuple[float, int] | None,
-                    origin: float, ranking: Ranking) -> tuple[int, Facets, tuple[Hit, ...], Any]:
-    """Every match's columns into numpy: exact distances, facets, ranking, then the page after the cursor."""
+def _search_columns(index: LanguageIndex, request: SearchRequest, query: Any, after: tuple[Any, ...] | None,
+                    origin: float, ranking: Ranking,
+                    exact_docs: set[tuple[int, int]] | None = None) -> tuple[int, Facets, tuple[Hit, ...], Any]:
+    """Every match's columns into numpy: exact distances, facets, ranking, then the page after the cursor.
+
+    With ``exact_docs`` (the typo fallback) the matches in it form tier 0 and the others tier 1: the order is
+    (tier, sort value, key), relevance within a tier is freshness x distance (+ 2 or 1 for the tier, as the
+    OpenSearch fallback scores), and the cursor carries the tier."""
     scores, addresses = _matches(index, query)
     n = len(addresses)
     column = lambda name, dtype=np.float64: _column(index, name, addresses, dtype)  # noqa: E731
@@ -165,9 +226,12 @@ def _search_columns(index: LanguageIndex, request: SearchRequest, query: Any, af
     key = column("key", np.int64)
     score = None
     sort = request.effective_sort
+    tier = None
+    if exact_docs is not None:
+        tier = np.fromiter(((a.segment_ord, a.doc) not in exact_docs for a in addresses), dtype=np.float64, count=n)
     if sort is Sort.RELEVANCE:
-        score = _relevance(request, np.asarray(scores, dtype=np.float64), column("listed_at"), distance, origin,
-                           ranking)
+        text_score = np.asarray(scores, dtype=np.float64) if tier is None else np.zeros(n)
+        score = _relevance(request, text_score, column("listed_at"), distance, origin, ranking, fallback=tier)
         primary = -score
     elif sort is Sort.DISTANCE:
         primary = distance
@@ -178,17 +242,29 @@ def _search_columns(index: LanguageIndex, request: SearchRequest, query: Any, af
     else:
         primary = -price
     if after is not None:
-        keep &= (primary > after[0]) | ((primary == after[0]) & (key > after[1]))
+        if tier is None:
+            keep &= (primary > after[0]) | ((primary == after[0]) & (key > after[1]))
+        else:
+            at, ap, ak = after
+            keep &= (tier > at) | ((tier == at) & ((primary > ap) | ((primary == ap) & (key > ak))))
     rows = np.flatnonzero(keep)
     wanted = request.page_size + 1
-    if len(rows) > wanted:  # partial sort: everything up to the wanted-th value (ties included), then order
-        cut = np.partition(primary[rows], wanted - 1)[wanted - 1]
-        rows = rows[primary[rows] <= cut]
-    rows = rows[np.lexsort((key[rows], primary[rows]))][:wanted]
+    if tier is not None:  # the fallback: (tier, value, key); its matches are few enough to sort outright
+        rows = rows[np.lexsort((key[rows], primary[rows], tier[rows]))][:wanted]
+    else:
+        if len(rows) > wanted:  # partial sort: everything up to the wanted-th value (ties included), then order
+            cut = np.partition(primary[rows], wanted - 1)[wanted - 1]
+            rows = rows[primary[rows] <= cut]
+        rows = rows[np.lexsort((key[rows], primary[rows]))][:wanted]
     page = rows[:request.page_size]
     hits = tuple(index.hit(addresses[r], None if distance is None else float(distance[r]),
-                           None if score is None else float(score[r])) for r in page)
-    last = (float(primary[page[-1]]), int(key[page[-1]])) if len(rows) > request.page_size else None
+                           None if score is None else float(score[r]), tier is not None and bool(tier[r]))
+                 for r in page)
+    last = None
+    if len(rows) > request.page_size:
+        last = (float(primary[page[-1]]), int(key[page[-1]]))
+        if tier is not None:
+            last = (float(tier[page[-1]]),) + last
     return total, facets, hits, last
 
 
@@ -258,30 +334,16 @@ def _aggregate_facets(index: LanguageIndex, query: Any) -> Facets:
 
 
 def _relevance(request: SearchRequest, text_score: np.ndarray, listed_at: np.ndarray, distance: np.ndarray | None,
-               origin: float, ranking: Ranking) -> np.ndarray:
+               origin: float, ranking: Ranking, fallback: np.ndarray | None = None) -> np.ndarray:
+    """Text score x decays; in the typo fallback (``fallback`` = tier per match) 2 or 1 for the tier + the decays."""
     r = ranking
-    score = text_score if request.text else np.ones_like(text_score)
+    score = text_score if request.text and fallback is None else np.ones_like(text_score)
     score = score * gauss(listed_at - origin, r.freshness_scale_s, r.freshness_offset_s, r.decay)
     if distance is not None:
         score = score * gauss(distance, r.distance_scale_km, r.distance_offset_km, r.decay)
+    if fallback is not None:
+        score = score + (2.0 - fallback)
     return np.round(score, 9)  # the same on every page: cursor comparisons are exact
-
-
-def _did_you_mean(index: LanguageIndex, text: str) -> str | None:
-    """Unknown words replaced by the closest indexed title word (OpenSearch term suggester, mode missing)."""
-    words = index.plain_analyzer.analyze(prepare(index.language, text))
-    changed, out = False, []
-    for word in words:
-        best = word
-        if len(word) >= SPELLING_MIN_LENGTH and not index.searcher.doc_freq("title_plain", word):
-            candidates = [(bounded_edit_distance(word, term, SPELLING_MAX_EDITS), -freq, term)
-                          for term, freq in index.vocabulary(word[:SPELLING_PREFIX])
-                          if abs(len(term) - len(word)) <= SPELLING_MAX_EDITS]
-            candidates = [c for c in candidates if c[0] <= SPELLING_MAX_EDITS]
-            if candidates:
-                best, changed = min(candidates)[2], True
-        out.append(best)
-    return " ".join(out) if changed else None
 
 
 # -- autocomplete ----------------------------------------------------------------------------------------------

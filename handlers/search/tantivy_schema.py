@@ -1,7 +1,8 @@
 """What a tantivy language index holds: its fields, and the analysers that mirror the OpenSearch templates.
 
 Analysis: simple tokenizer -> lowercase -> the language's stop words -> its Snowball stemmer -> ASCII folding
-for ``title``/``description`` (``letgo_text``), and an unstemmed, folded ``title_plain`` (``letgo_plain``)
+for ``title``/``description`` (``letgo_text``; ``title`` is indexed with the heads of its Dutch compounds
+appended, :func:`handlers.search.compounds.index_text`), and an unstemmed, folded ``title_plain`` (``letgo_plain``)
 for typo tolerance, autocomplete and the did-you-mean vocabulary (suggesting from stems would offer
 "biciclet"). Turkish dotted/dotless I is folded before analysis (:func:`prepare`: tantivy's lowercase is not
 Turkish-aware); tantivy has no Turkish stop list, OpenSearch does (:mod:`.opensearch_schema`).
@@ -19,7 +20,7 @@ from typing import Any
 
 import tantivy
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: compound heads in title (handlers/search/compounds.py), the listing-state index
 _STEMMER = {"es": "spanish", "nl": "dutch", "en": "english", "tr": "turkish", "pt": "portuguese"}
 _STOPWORDS = {"es": "spanish", "nl": "dutch", "en": "english", "pt": "portuguese"}  # tantivy has no Turkish list
 _MAX_TOKEN = 40  # longer "words" are noise (hashes, URLs) and would bloat the fuzzy automata

@@ -28,7 +28,7 @@ from handlers.search.model import (CATEGORIES, DEFAULT_PAGE_SIZE, MAX_AUTOCOMPLE
 from handlers.search.tantivy_backend import TantivyBackend
 from tests.search_api_kit import loaded_backend
 from tests.search_kit import (AMSTERDAM, CORPUS, MADRID, distance_km, expected_facets, expected_matches, in_language,
-                              title_word, title_word_prefix)
+                              text_word, title_word, title_word_prefix)
 
 pytestmark = pytest.mark.functional
 
@@ -130,14 +130,17 @@ def test_search_amsterdam_user_gets_dutch_listings_near_amsterdam(client: Any) -
     assert facet_counts(body) == expected_facets(list(expected.values()), AMSTERDAM)
 
 
-def test_search_typo_gets_did_you_mean_and_the_fuzzy_matches(client: Any) -> None:
-    expected = {ad.item_id for ad in expected_matches(SearchRequest("es"), text=title_word("bicicleta"))}
+def test_search_typo_gets_did_you_mean_and_the_fuzzy_matches_after_the_exact_ones(client: Any) -> None:
+    exact = {ad.item_id for ad in expected_matches(SearchRequest("es"), text=text_word("bicileta"))}
+    approximate = {ad.item_id for ad in expected_matches(SearchRequest("es"), text=title_word("bicicleta"))} - exact
 
     body = get(client, "/search", {"q": "bicileta", "language": "es", "page_size": MAX_PAGE_SIZE}).json
 
-    assert "bicicleta" in body["did_you_mean"]
-    assert {h["item_id"] for h in body["hits"]} == expected
-    assert get(client, "/search", {"q": "bicileta", "language": "es", "fuzzy": "false"}).json["total"] == 0
+    assert body["did_you_mean"] == "bicicleta" and body["approximate"] == len(approximate)
+    assert [h["item_id"] for h in body["hits"][:len(exact)]] == sorted(exact) or \
+        {h["item_id"] for h in body["hits"][:len(exact)]} == exact
+    assert {h["item_id"] for h in body["hits"] if h["approximate"]} == approximate
+    assert get(client, "/search", {"q": "bicileta", "language": "es", "fuzzy": "false"}).json["total"] == len(exact)
 
 
 @pytest.mark.parametrize("params, headers, config, expected", [

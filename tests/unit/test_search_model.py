@@ -11,7 +11,7 @@ import pytest
 import yaml
 from werkzeug.datastructures import MultiDict
 
-from handlers.search.backend import bounded_edit_distance, fuzziness
+from handlers.search.backend import bounded_edit_distance
 from handlers.search.errors import InvalidAd, InvalidRequest
 from handlers.search.geo import bounding_boxes, haversine_km
 from handlers.search.model import (CATEGORIES, CONDITIONS, CURRENCIES, Ad, AutocompleteRequest, Cursor, Facets,
@@ -184,10 +184,6 @@ def test_facet_buckets_are_half_open_ranges_from_zero() -> None:
 ])
 def test_bounded_edit_distance_counts_a_transposition_as_one(a: str, b: str, expected: int) -> None:
     assert bounded_edit_distance(a, b, 2) == min(expected, 3)
-
-
-def test_fuzziness_grows_with_the_term_like_opensearch_auto() -> None:
-    assert [fuzziness("x" * n) for n in (1, 2, 3, 5, 6, 12)] == [0, 0, 1, 1, 2, 2]
 
 
 # -- geo --------------------------------------------------------------------------------------------------------

@@ -104,7 +104,8 @@ def test_search_body_relevance_decays_by_freshness_and_distance() -> None:
     assert filters[-1]["geo_distance"]["distance"] == "10.0km"
     assert body["sort"] == [{"_score": "desc"}, {"item_id": "asc"}]
     assert [r.get("to") for r in body["aggs"]["rings"]["geo_distance"]["ranges"]] == [1, 5, 10, 25, 50, None]
-    assert body["suggest"]["did_you_mean"]["term"]["field"] == "title.plain"
+    assert body["suggest"]["spelling"]["term"]["field"] == "title.plain"
+    assert body["aggs"]["known"]["global"] == {}  # is each word in any title at all (the fallback's question)
     assert body["size"] == request.page_size + 1 and body["track_total_hits"] is True
 
 
@@ -116,9 +117,28 @@ def test_search_body_without_text_or_point_is_newest_first_unscored() -> None:
     assert "rings" not in body["aggs"] and "suggest" not in body
 
 
-def test_search_body_fuzzy_off_has_no_fuzziness() -> None:
+def test_search_body_exact_pass_never_fuzzes_and_fuzzy_off_asks_no_spellings() -> None:
     fuzzy = backend().search_body(SearchRequest("es", text="iphone", sort=Sort.PRICE_ASC), None, 0.0)
     exact = backend().search_body(SearchRequest("es", text="iphone", sort=Sort.PRICE_ASC, fuzzy=False), None, 0.0)
 
-    assert "fuzziness" in str(fuzzy["query"]) and "fuzziness" not in str(exact["query"])
+    assert "fuzziness" not in str(fuzzy["query"]) and "title.plain" not in str(fuzzy["query"])
+    assert "suggest" in fuzzy and "suggest" not in exact and "known" not in exact["aggs"]
     assert fuzzy["sort"][0] == {"price": "asc"}
+
+
+def test_search_body_fallback_ranks_by_tier_first_in_every_sort() -> None:
+    from handlers.search import opensearch_queries as queries
+    from handlers.search.backend import Ranking
+
+    fallback = ([("bicileta", "bicileta")], {"bicileta": ["bicicleta"]})
+    by_price = queries.search_body(SearchRequest("es", text="bicileta", sort=Sort.PRICE_ASC), None, 0.0, Ranking(),
+                                   fallback)
+    by_relevance = queries.search_body(SearchRequest("es", text="bicileta"), None, 0.0, Ranking(), fallback)
+
+    assert by_price["sort"][:2] == [{"_score": "desc"}, {"price": "asc"}]
+    tiers = by_price["query"]["bool"]["must"][0]["dis_max"]["queries"]
+    assert [q["constant_score"]["boost"] for q in tiers] == [2.0, 1.0]
+    assert {"terms": {"title.plain": ["bicicleta"]}} in tiers[1]["constant_score"]["filter"]["bool"]["must"][0][
+        "bool"]["should"]
+    assert by_relevance["query"]["function_score"]["boost_mode"] == "sum"  # tier + decays
+    assert "suggest" not in by_price
