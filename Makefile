@@ -55,8 +55,8 @@ preview: package $(HSTAMP)    ## what `make deploy` would change in STAGE (chang
 deploy: package $(HSTAMP)     ## create or update every layer of STAGE (humilis update)
 	$(HPY) deploy/humilis_run.py update --stage $(STAGE) --output build/outputs-$(STAGE).yaml
 
-destroy: $(HSTAMP)            ## delete every layer of STAGE, in reverse order
-	$(HPY) deploy/humilis_run.py delete --stage $(STAGE)
+destroy: $(HSTAMP)            ## delete every layer of STAGE, in reverse order (a protected stage: CONFIRM=letgo-STAGE)
+	$(HPY) deploy/humilis_run.py delete --stage $(STAGE) $(if $(CONFIRM),--confirm $(CONFIRM))
 
 $(HSTAMP): requirements-humilis.txt pyproject.toml setup.py
 	$(PYTHON) -m venv .venv-humilis

@@ -9,6 +9,9 @@ to plain ``humilis``:
 * ``render``: every layer compiled for a stage without AWS — STS and cross-layer references are stubbed with
   well-formed placeholders, ``$lambda`` points at the packaged zip without uploading it;
 * ``preview``: a change set per layer, printed, then deleted — humilis itself has no preview;
+* the guards of ``deploy/stage_guards.py``: termination protection set on the stateful layers' stacks after a
+  deploy, ``delete`` refused on a protected stage without ``--confirm letgo-<STAGE>``, and a search domain's
+  service-linked role checked before anything is deployed;
 * ``render`` still checks every ``$letgo_artefact`` against ``dist/manifest.json`` (letgo/ops/humilis_artefacts.py):
   a package that was not built fails the render with its name, as it fails a deploy;
 * against moto (``AWS_ENDPOINT_URL`` set) humilis's 5-second polling is shortened.
@@ -162,12 +165,15 @@ def render(stage: str, out: Path, parameters: Path = PARAMETERS) -> list[Path]:
     env = environment(stage, parameters)
     target = out / stage.upper()
     target.mkdir(parents=True, exist_ok=True)
-    written = []
+    written, stacks = [], {}
     for layer in env.layers:
         path = target / f"{layer.name}.json"
         path.write_text(json.dumps(layer.compile(), indent=2, sort_keys=True, default=str) + "\n")
         written.append(path)
-    return written
+        stacks[layer.name] = {"stack": layer.cf_name, "termination_protection": bool(layer.termination_protection)}
+    summary = out / f"{stage.upper()}-stacks.json"  # what `make deploy` sets on each stack beyond its template
+    summary.write_text(json.dumps(stacks, indent=2) + "\n")
+    return written + [summary]
 
 
 def preview(stage: str, parameters: Path = PARAMETERS) -> int:
@@ -209,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(REPO / "build" / "rendered"))
     parser.add_argument("--output", help="write the environment outputs to this YAML file (create/update)")
     parser.add_argument("--parameters", default=str(PARAMETERS), help="per-stage parameters (YAML)")
+    parser.add_argument("--confirm", help="delete: letgo-<STAGE>, required when the stage protects its data")
     args = parser.parse_args(argv)
     args.parameters = Path(args.parameters).resolve()  # before prepare() changes the working folder
     args.out = Path(args.out).resolve()
@@ -227,16 +234,32 @@ def main(argv: list[str] | None = None) -> int:
     prepare(args.stage, account)
     if os.environ.get("AWS_ENDPOINT_URL"):
         speed_up_polling()
-    if args.action != "delete":
-        bootstrap_bucket(deploy_bucket(account, args.stage))
+    import boto3
+
+    if str(REPO) not in sys.path:  # run as a script, deploy/ is on the path but the repository is not
+        sys.path.insert(0, str(REPO))
+    from deploy import stage_guards
+
+    cloudformation = boto3.client("cloudformation", region_name=region())
+    env = environment(args.stage, args.parameters)
+    if args.action == "delete":
+        try:
+            stage_guards.destroy(cloudformation, env.layers, ENV_NAME, args.stage, args.confirm)
+        except stage_guards.DestroyRefused as refused:
+            print(f"refused: {refused}", file=sys.stderr)
+            return 2
+        return 0
+    try:
+        stage_guards.check_opensearch_role(boto3.client("iam", region_name=region()), env.layers)
+    except stage_guards.PreflightFailed as failed:
+        print(f"stopped before deploying: {failed}", file=sys.stderr)
+        return 2
+    bootstrap_bucket(deploy_bucket(account, args.stage))
     if args.action == "preview":
         print(f"{preview(args.stage, args.parameters)} change(s) in total; nothing was applied")
         return 0
-    env = environment(args.stage, args.parameters)
-    if args.action == "delete":
-        env.delete()
-    else:
-        env.create(output_file=args.output, update=args.action == "update")
+    env.create(output_file=args.output, update=args.action == "update")
+    stage_guards.sync_termination_protection(cloudformation, env.layers)
     return 0
 
 

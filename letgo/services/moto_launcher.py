@@ -1,10 +1,13 @@
-"""Run moto's server with two CloudFormation change-set gaps closed, so humilis deploys to it unchanged.
+"""Run moto's server with three CloudFormation gaps closed, so humilis (and make deploy) run on it unchanged.
 
 humilis deploys every stack through change sets. moto 5 (checked on 5.1/5.2) (1) gives a stack created
 or updated by ``ExecuteChangeSet`` no Outputs — it never rebuilds the output map — and (2) marks a no-op
 UPDATE change set ``FAILED``, where CloudFormation (and humilis, which then says "nothing to update")
-expects a complete change set without changes. Both patches are a few lines on moto's model classes; the
-server is otherwise moto's own (``python -m letgo.services.moto_launcher -H 127.0.0.1 -p PORT``).
+expects a complete change set without changes. (3) It answers ``UpdateTerminationProtection`` "not
+implemented" (``deploy/humilis_run.py`` protects a real stage's data layers with it) and deletes a protected
+stack anyway; here the flag is set, and a protected stack refuses ``DeleteStack`` as CloudFormation does.
+The patches are a few lines on moto's classes; the server is otherwise moto's own
+(``python -m letgo.services.moto_launcher -H 127.0.0.1 -p PORT``).
 """
 from __future__ import annotations
 
@@ -34,6 +37,30 @@ def patch_moto() -> None:
 
     models.ChangeSet.apply = apply_and_rebuild_outputs
     models.CloudFormationBackend.create_change_set = create_change_set_noop_complete
+    patch_termination_protection()
+
+
+def patch_termination_protection() -> None:
+    from moto.cloudformation import models, responses
+    from moto.cloudformation.exceptions import ValidationError
+    from moto.core.responses import ActionResult
+
+    def update_termination_protection(self: Any) -> Any:
+        stack = self.cloudformation_backend.get_stack(self._get_param("StackName"))
+        stack.enable_termination_protection = str(self._get_param("EnableTerminationProtection")).lower() == "true"
+        return ActionResult({"StackId": stack.stack_id})
+
+    original_delete = models.CloudFormationBackend.delete_stack
+
+    def delete_unless_protected(self: Any, name_or_stack_id: str) -> None:
+        for stack in self.stacks.values():
+            if name_or_stack_id in (stack.stack_id, stack.name) and stack.enable_termination_protection:
+                raise ValidationError(message=f"Stack [{stack.name}] cannot be deleted while TerminationProtection "
+                                              f"is enabled")
+        original_delete(self, name_or_stack_id)
+
+    responses.CloudFormationResponse.update_termination_protection = update_termination_protection
+    models.CloudFormationBackend.delete_stack = delete_unless_protected
 
 
 def main(argv: list[str] | None = None) -> None:

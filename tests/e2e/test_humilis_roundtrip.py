@@ -13,12 +13,10 @@ import os
 import re
 import subprocess
 
-import boto3
 import pytest
 import yaml
 
-from letgo.services.moto import FAKE_CREDENTIALS, MotoServer
-from tests.deploy_kit import DISABLED, LAYERS, REPO, humilis
+from tests.deploy_kit import DISABLED, LAYERS, REPO, client, humilis, moto_server, stacks
 
 pytestmark = pytest.mark.e2e
 STAGE = "LOCAL"
@@ -26,27 +24,8 @@ STAGE = "LOCAL"
 
 @pytest.fixture(scope="module")
 def aws(tmp_path_factory):
-    with MotoServer(tmp_path_factory.mktemp("moto") / "moto.log") as moto:
-        env = {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": moto.url}
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            yield env
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-
-
-def client(service, aws):
-    return boto3.client(service, region_name=aws["AWS_REGION"], endpoint_url=aws["AWS_ENDPOINT_URL"])
-
-
-def stacks(aws):
-    return {s["StackName"]: s for s in client("cloudformation", aws).describe_stacks()["Stacks"]
-            if s["StackStatus"] != "DELETE_COMPLETE"}
+    with moto_server(tmp_path_factory.mktemp("moto")) as env:
+        yield env
 
 
 def plain_humilis_create(aws, work, output):
