@@ -48,7 +48,8 @@ PACKAGES = {
     # vendored wheels its requirements.txt installs offline — and the model serving API on the Docker platform
     "search-api": {"code": ["handlers"], "data": ["event_types", "config"],
                    "bundle": {"python": ["requirements-search.txt", "requirements.txt"],
-                              "Procfile": "web: gunicorn --bind :8000 --workers 2 --threads 4 --timeout 30 "
+                              # workers, threads, limits: measured and explained in handlers/search/gunicorn_conf.py
+                              "Procfile": "web: gunicorn -c handlers/search/gunicorn_conf.py "
                                           "handlers.search.wsgi:app\n"}},
     "serving": {"code": ["handlers"], "data": ["models", "requirements.txt"], "requirements": False,
                 "bundle": {"files": {"Dockerfile": "handlers/ml/Dockerfile.serving"}}},

@@ -94,7 +94,8 @@ RELEVANCE_TITLES = {
 
 
 def relevance_ads(base: list[Ad]) -> list[Ad]:
-    out = []
+    madrid = next(ad for ad in base if ad.country == "ES")  # an English listing in Madrid: the English index
+    out = [replace(madrid, item_id="es-en-0001", language="en", title="Trek mountain bike, English ad in Madrid")]
     for language, titles in RELEVANCE_TITLES.items():
         first = next(ad for ad in base if ad.language == language)
         for n, title in enumerate(titles):

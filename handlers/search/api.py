@@ -9,10 +9,12 @@ them, and a functional test keeps the two in step):
 * ``page`` — ``GET /`` and ``/static/…``: the browser search page (plain HTML + JS + CSS, no build step, no
   third-party origin: its Content-Security-Policy allows ``'self'`` only). Off with ``serve_page=False``.
 
-A request travels: query string -> :func:`~handlers.search.languages.choose_language` (``language`` >
-``user_language`` > ``Accept-Language`` > ``country`` > :attr:`ApiConfig.default_country`) ->
-:meth:`SearchRequest.from_params` (every bound checked there, :class:`InvalidRequest` naming the field) ->
-``backend.search`` under a deadline -> ``response.to_dict()`` with the language choice and ``took_ms``.
+A request travels: query string -> :func:`~handlers.search.languages.choose_language` (``language`` > the
+place: ``lat``/``lon``, else ``country`` > ``user_language`` > ``Accept-Language`` >
+:attr:`ApiConfig.default_country`) -> :meth:`SearchRequest.from_params` (every bound checked there,
+:class:`InvalidRequest` naming the field) -> ``backend.search`` under a deadline -> ``response.to_dict()`` with
+the language choice, ``took_ms`` and, when a text search found nothing, :mod:`.hints` (the same search in
+another language of that place, a wider radius).
 
 Every error — ours (:class:`SearchError` and subclasses), Flask's (404, 405) or an unexpected exception —
 is turned into the one JSON shape the repo's APIs share, in one place (:func:`_register_error_handlers`)::
@@ -48,6 +50,7 @@ from werkzeug.exceptions import HTTPException
 from handlers.core.config import ConfigError
 from handlers.search.backend import SearchBackend
 from handlers.search.errors import BackendUnavailable, InvalidRequest, SearchError
+from handlers.search.hints import zero_result_hints
 from handlers.search.languages import LanguageChoice, choose_language
 from handlers.search.model import MAX_PRICE, AutocompleteRequest, SearchRequest
 
@@ -58,6 +61,8 @@ OPENAPI_PATH = HERE / "openapi.yaml"
 STATIC_DIR = HERE / "static"
 EXTENSION = "letgo_search"
 REQUEST_ID_HEADER = "X-Request-Id"
+MAX_URL_BYTES = 4096  # the longest valid request is under 2 KB (q 200 chars %-encoded, a 1 KB cursor, the rest)
+MAX_BODY_BYTES = 16 * 1024  # every route is a GET
 MAX_LANGUAGE_CHARS = 35  # the longest language tag in common use (RFC 5646 §4.4.1 suggests 35)
 DEFAULT_AUTOCOMPLETE_LIMIT = 10
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")  # a caller's id is echoed only when it is this tame
@@ -139,9 +144,10 @@ class SearchService:
         country = _one(params, "country")
         if country is not None and not _COUNTRY.match(country):
             raise InvalidRequest("country", f"{country!r} is not a two-letter country code (ISO 3166-1, e.g. ES)")
+        lat, lon = _number(params, "lat"), _number(params, "lon")
         return choose_language(explicit=_language_signal(params, "language"),
-                               user=_language_signal(params, "user_language"),
-                               accept_language=accept_language, country=country or self.config.default_country)
+                               user=_language_signal(params, "user_language"), accept_language=accept_language,
+                               country=country, lat=lat, lon=lon, default_country=self.config.default_country)
 
     def search(self, params: Mapping[str, Any], accept_language: str | None) -> dict[str, Any]:
         started = time.perf_counter()
@@ -160,6 +166,8 @@ class SearchService:
             raise InvalidRequest("cursor", "malformed cursor") from None
         body = response.to_dict()
         body["language"] = choice.to_dict()
+        body.update(zero_result_hints(lambda wanted: self._call(self.backend.search, wanted), search_request,
+                                      response, choice))
         body["took_ms"] = _elapsed_ms(started)
         return body
 
@@ -186,7 +194,7 @@ class SearchService:
         the whole read path (index, query, aggregations), so "ok" means searches can be answered.
         (SearchBackend has no ping of its own.)"""
         started = time.perf_counter()
-        probe = SearchRequest(choose_language(country=self.config.default_country).language,
+        probe = SearchRequest(choose_language(default_country=self.config.default_country).language,
                               price_min=MAX_PRICE, page_size=1)
         problem: SearchError | None = None
         try:
@@ -347,6 +355,7 @@ def create_app(backend: SearchBackend, config: ApiConfig | None = None) -> Flask
     app = Flask("letgo-search", static_folder=None)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.config["OPENAPI_DOCUMENT"] = load_openapi()
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions[EXTENSION] = SearchService(backend, config)
 
     app.register_blueprint(search_api)
@@ -356,8 +365,17 @@ def create_app(backend: SearchBackend, config: ApiConfig | None = None) -> Flask
     _register_error_handlers(app)
 
     @app.before_request
-    def assign_request_id() -> None:
+    def assign_request_id() -> Any:
         request_id()
+        environ = request.environ  # read directly: these are limits of the server, not inputs of the API
+        size = max(len(environ.get("RAW_URI") or ""), len(environ.get("PATH_INFO") or "")
+                   + len(environ.get("QUERY_STRING") or "") + 1)
+        if size > MAX_URL_BYTES:
+            return error_response(414, "uri_too_long", f"the URL has {size} bytes; at most {MAX_URL_BYTES}")
+        body = environ.get("CONTENT_LENGTH") or "0"
+        if not body.isdigit() or int(body) > MAX_BODY_BYTES:
+            return error_response(413, "request_entity_too_large", f"at most {MAX_BODY_BYTES} bytes of body")
+        return None
 
     @app.after_request
     def common_headers(response: Response) -> Response:

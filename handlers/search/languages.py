@@ -7,17 +7,24 @@ supported languages are es, nl, en, tr and pt.
 A search request is routed by the first signal present, in this order:
 
 1. an explicit ``language`` parameter of the request;
-2. the language the user selected in the app (their profile setting);
-3. the ``Accept-Language`` header, best q-value first (``es-ES`` counts as ``es``; ``q=0`` means "not this");
-4. the default language of the user's country.
+2. **the place the buyer searches in**: the country of the request's point (``lat``/``lon`` within reach of a
+   market's cities, :func:`country_at`), else the request's ``country`` — its market's language;
+3. the language the user selected in the app (their profile setting);
+4. the ``Accept-Language`` header, best q-value first (``es-ES`` counts as ``es``; ``q=0`` means "not this");
+5. the API's default country (:attr:`~handlers.search.api.ApiConfig.default_country`).
+
+Why the place before the phone: a buyer searches the ads of the place they are in, and those are written in
+that place's language. An English phone in Madrid asking for "bicicleta" used to get the English index and
+nothing; the phone's language is a weaker signal than where the buyer is. (When the chosen index has nothing
+and another index has matches at that place, the API says so: :mod:`handlers.search.hints`.)
 
 A signal naming a language we do not support (say ``fr``) is not silently skipped: the request falls back to
-the country's default language when the country is one of our markets, else English, and the choice says so
-(``reason = fallback``, ``requested = "fr"``). The Accept-Language header is a list of preferences, so it
-only falls back when *none* of its languages is supported. With no signal at all: English, reason fallback.
+the place's language, else the default country's, else English, and the choice says so (``reason = fallback``,
+``requested = "fr"``). The Accept-Language header is a list of preferences, so it only falls back when *none*
+of its languages is supported. With no signal at all: English, reason fallback.
 
 The API returns :meth:`LanguageChoice.to_dict` with every response, so a client can tell why it got, for
-example, Spanish results for a French phone in Madrid.
+example, Spanish results for an English phone in Madrid.
 """
 from __future__ import annotations
 
@@ -30,6 +37,21 @@ FALLBACK_LANGUAGE = "en"
 
 # Default language of each market (mirrors letgo.traffic.MARKETS; a unit test keeps them in step).
 COUNTRY_LANGUAGE: dict[str, str] = {"ES": "es", "NL": "nl", "GB": "en", "TR": "tr", "PT": "pt"}
+# Where the markets are: their main cities (a unit test checks the traffic generator's cities are among them). A
+# point belongs to the market of the nearest one within PLACE_REACH_KM — coarse near borders, right for a city.
+MARKET_CITIES: tuple[tuple[str, float, float], ...] = (
+    ("ES", 40.4168, -3.7038), ("ES", 41.3874, 2.1686), ("ES", 39.4699, -0.3763), ("ES", 37.3891, -5.9845),
+    ("ES", 43.2630, -2.9350), ("ES", 43.3623, -8.4115), ("ES", 36.7213, -4.4214), ("ES", 41.6488, -0.8891),
+    ("ES", 39.5696, 2.6502), ("ES", 28.1235, -15.4363), ("ES", 38.8794, -6.9707), ("ES", 42.5987, -5.5671),
+    ("PT", 38.7223, -9.1393), ("PT", 41.1579, -8.6291), ("PT", 37.0194, -7.9304), ("PT", 40.2033, -8.4103),
+    ("NL", 52.3676, 4.9041), ("NL", 51.9244, 4.4777), ("NL", 52.0907, 5.1214), ("NL", 53.2194, 6.5665),
+    ("NL", 51.4416, 5.4697), ("NL", 51.8126, 5.8372),
+    ("GB", 51.5072, -0.1276), ("GB", 53.4808, -2.2426), ("GB", 52.4862, -1.8904), ("GB", 55.8642, -4.2518),
+    ("GB", 55.9533, -3.1883), ("GB", 51.4545, -2.5879), ("GB", 54.5973, -5.9301), ("GB", 54.9783, -1.6178),
+    ("TR", 41.0082, 28.9784), ("TR", 39.9334, 32.8597), ("TR", 38.4237, 27.1428), ("TR", 36.8969, 30.7133),
+    ("TR", 37.0000, 35.3213), ("TR", 41.0027, 39.7168), ("TR", 37.9100, 40.2400), ("TR", 38.7205, 35.4826),
+)
+PLACE_REACH_KM = 250.0
 
 _TAG = re.compile(r"^[A-Za-z]{1,8}(?:[-_][A-Za-z0-9]{1,8})*$")
 _QVALUE = re.compile(r"^(?:0(?:\.\d{0,3})?|1(?:\.0{0,3})?)$")
@@ -39,9 +61,10 @@ class Reason(str, enum.Enum):
     """Why a language was chosen (stable strings: clients and dashboards read them)."""
 
     EXPLICIT = "explicit"  # the request's language parameter
+    POINT = "point"  # the language of the market the request's lat/lon is in
+    COUNTRY = "country"  # the language of the request's country (or the API's default country: source says which)
     USER = "user"  # the language selected in the app
     ACCEPT_LANGUAGE = "accept_language"  # the Accept-Language header
-    COUNTRY = "country"  # the default language of the user's country
     FALLBACK = "fallback"  # an unsupported language was asked for, or there was no signal
 
 
@@ -52,11 +75,13 @@ class LanguageChoice:
     language: str
     reason: Reason
     requested: str | None = None  # the unsupported language that triggered a fallback
-    source: str | None = None  # which signal asked for it: explicit, user, accept_language
+    source: str | None = None  # which signal asked for it: explicit, point, country, user, accept_language,
+    #                            default_country
+    country: str | None = None  # the market of the place the buyer searches in (point, else country), if known
 
     def to_dict(self) -> dict[str, str | None]:
         return {"language": self.language, "reason": self.reason.value, "requested": self.requested,
-                "source": self.source}
+                "source": self.source, "country": self.country}
 
 
 def primary_subtag(tag: str | None) -> str | None:
@@ -103,29 +128,53 @@ def country_language(country: str | None) -> str | None:
     return COUNTRY_LANGUAGE.get((country or "").strip().upper())
 
 
-def _fallback(country: str | None, requested: str, source: str) -> LanguageChoice:
-    return LanguageChoice(country_language(country) or FALLBACK_LANGUAGE, Reason.FALLBACK, requested, source)
+def country_at(lat: float | None, lon: float | None) -> str | None:
+    """The market a point is in: the country of the nearest market city within PLACE_REACH_KM, else None."""
+    if lat is None or lon is None:
+        return None
+    from handlers.search.geo import haversine_km
+
+    distance, country = min((haversine_km(lat, lon, c_lat, c_lon), c) for c, c_lat, c_lon in MARKET_CITIES)
+    return country if distance <= PLACE_REACH_KM else None
 
 
 def choose_language(explicit: str | None = None, user: str | None = None, accept_language: str | None = None,
-                    country: str | None = None) -> LanguageChoice:
+                    country: str | None = None, *, lat: float | None = None, lon: float | None = None,
+                    default_country: str | None = None) -> LanguageChoice:
     """Route a search request to a language index (see the module docstring for the rules)."""
-    for source, value, reason in (("explicit", explicit, Reason.EXPLICIT), ("user", user, Reason.USER)):
-        if value is not None and value.strip():
-            language = primary_subtag(value)
-            if language in SUPPORTED:
-                return LanguageChoice(language, reason, None, source)
-            return _fallback(country, value.strip(), source)
+    at_point = country_at(lat, lon)
+    named = (country or "").strip().upper() or None
+    place = at_point or (named if country_language(named) else None)
+    fallback_country = place or (default_country or "").strip().upper() or None
+
+    def fallback(requested: str, source: str) -> LanguageChoice:
+        return LanguageChoice(country_language(fallback_country) or FALLBACK_LANGUAGE, Reason.FALLBACK, requested,
+                              source, place)
+
+    if explicit is not None and explicit.strip():
+        language = primary_subtag(explicit)
+        if language in SUPPORTED:
+            return LanguageChoice(language, Reason.EXPLICIT, None, "explicit", place)
+        return fallback(explicit.strip(), "explicit")
+    if at_point:
+        return LanguageChoice(COUNTRY_LANGUAGE[at_point], Reason.POINT, None, "point", place)
+    if place:
+        return LanguageChoice(COUNTRY_LANGUAGE[place], Reason.COUNTRY, None, "country", place)
+    if user is not None and user.strip():
+        language = primary_subtag(user)
+        if language in SUPPORTED:
+            return LanguageChoice(language, Reason.USER, None, "user", place)
+        return fallback(user.strip(), "user")
     preferences = parse_accept_language(accept_language)
     for language, _ in preferences:
         if language in SUPPORTED:
-            return LanguageChoice(language, Reason.ACCEPT_LANGUAGE, None, "accept_language")
+            return LanguageChoice(language, Reason.ACCEPT_LANGUAGE, None, "accept_language", place)
     if preferences:
-        return _fallback(country, preferences[0][0], "accept_language")
-    language = country_language(country)
+        return fallback(preferences[0][0], "accept_language")
+    language = country_language(default_country)
     if language:
-        return LanguageChoice(language, Reason.COUNTRY, None, "country")
-    return LanguageChoice(FALLBACK_LANGUAGE, Reason.FALLBACK, None, None)
+        return LanguageChoice(language, Reason.COUNTRY, None, "default_country", place)
+    return LanguageChoice(FALLBACK_LANGUAGE, Reason.FALLBACK, None, None, place)
 
 
 def index_language(language: str | None, country: str | None) -> str:

@@ -205,6 +205,7 @@ class SearchRequest:
     sort: Sort = Sort.RELEVANCE
     page_size: int = DEFAULT_PAGE_SIZE
     cursor: str | None = None
+    country: str | None = None  # only listings of this country (ISO 3166-1 alpha-2); set by the API's hints
     fuzzy: bool = True  # typo fallback when exact matching finds little (handlers/search/backend.py); off = exact only
 
     def __post_init__(self) -> None:
@@ -250,6 +251,10 @@ class SearchRequest:
         if self.cursor is not None and (not isinstance(self.cursor, str)
                                         or not 0 < len(self.cursor) <= MAX_CURSOR_CHARS):
             raise InvalidRequest("cursor", "malformed cursor")
+        if self.country is not None:
+            if not isinstance(self.country, str) or len(self.country) != 2 or not self.country.isalpha():
+                raise InvalidRequest("country", f"{self.country!r} is not a two-letter country code")
+            object.__setattr__(self, "country", self.country.upper())
 
     @property
     def has_point(self) -> bool:
@@ -266,6 +271,8 @@ class SearchRequest:
         """What a cursor is bound to: the backend and everything that decides the result set and its order."""
         key = [backend, self.language, self.text, self.fuzzy, self.lat, self.lon, self.radius_km,
                list(self.categories), self.price_min, self.price_max, self.sort.value]
+        if self.country is not None:  # (left out when unset: cursors made before the field stay valid)
+            key.append(self.country)
         return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
 
     @classmethod

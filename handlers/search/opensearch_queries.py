@@ -141,6 +141,8 @@ def _filters(request: SearchRequest) -> list[dict[str, Any]]:
     if request.price_min is not None or request.price_max is not None:
         bounds = {k: v for k, v in (("gte", request.price_min), ("lte", request.price_max)) if v is not None}
         filters.append({"range": {"price": bounds}})
+    if request.country is not None:
+        filters.append({"term": {"country": request.country}})
     if request.radius_km is not None:
         filters.append({"geo_distance": {"distance": f"{request.radius_km}km", "distance_type": "arc",
                                          "location": {"lat": request.lat, "lon": request.lon}}})

@@ -69,6 +69,7 @@ class LanguageIndex:
         doc.add_text("title", index_text(self.language, title))  # + the heads of Dutch compounds
         doc.add_text("title_plain", title)
         doc.add_text("description", description)
+        doc.add_text("country", ad.country)
         doc.add_integer("category", CATEGORY_CODE[ad.category])
         doc.add_float("price", ad.price)
         doc.add_float("lat", ad.lat)

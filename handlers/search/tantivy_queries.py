@@ -128,6 +128,8 @@ def _filters(index: LanguageIndex, request: SearchRequest) -> list[Any]:
                                                     [CATEGORY_CODE[c] for c in request.categories]))
     if request.price_min is not None or request.price_max is not None:
         filters.append(tantivy.Query.range_query(schema, "price", Float, request.price_min, request.price_max))
+    if request.country is not None:
+        filters.append(tantivy.Query.term_query(schema, "country", request.country))
     if request.radius_km is not None:
         boxes = [tantivy.Query.boolean_query([
             (_Must, tantivy.Query.range_query(schema, "lat", Float, lat_lo, lat_hi)),

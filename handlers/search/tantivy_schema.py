@@ -53,6 +53,7 @@ def schema() -> Any:
     sb.add_text_field("title", tokenizer_name="letgo_text")
     sb.add_text_field("title_plain", tokenizer_name="letgo_plain")
     sb.add_text_field("description", tokenizer_name="letgo_text")
+    sb.add_text_field("country", tokenizer_name="raw", index_option="basic")
     sb.add_integer_field("category", indexed=True, fast=True)
     sb.add_float_field("price", fast=True)
     sb.add_float_field("lat", fast=True)

@@ -82,11 +82,9 @@ def facet_counts(body: dict) -> dict[str, Any]:
 
 
 # -- searching through HTTP -----------------------------------------------------------------------------------
-MADRID_SIGNALS = {
+MADRID_SIGNALS = {  # the buyer is in Madrid (lat/lon): only an explicit language outranks the place
     "explicit": ({"language": "es"}, {"Accept-Language": "nl-NL,nl"}),
-    "user": ({"user_language": "es-ES", "country": "NL"}, {"Accept-Language": "nl-NL,nl"}),
-    "accept_language": ({"country": "NL"}, {"Accept-Language": "es-ES,es;q=0.9,en;q=0.5"}),
-    "country": ({"country": "ES"}, {}),
+    "point": ({"user_language": "en", "country": "GB"}, {"Accept-Language": "en-GB,en;q=0.9"}),
 }
 
 
@@ -102,7 +100,8 @@ def test_search_madrid_user_bicicleta_montana_gets_nearby_bikes_facets_and_spani
 
     body = response.json
     assert response.status_code == 200
-    assert body["language"] == {"language": "es", "reason": reason, "requested": None, "source": reason}
+    assert body["language"] == {"language": "es", "reason": reason, "requested": None, "source": reason,
+                                "country": "ES"}
     assert {h["item_id"] for h in body["hits"]} == set(expected)
     assert body["total"] == len(expected) and body["next_cursor"] is None
     for hit in body["hits"]:
@@ -125,7 +124,7 @@ def test_search_amsterdam_user_gets_dutch_listings_near_amsterdam(client: Any) -
 
     body = response.json
     assert response.status_code == 200
-    assert body["language"]["language"] == "nl" and body["language"]["reason"] == "accept_language"
+    assert body["language"]["language"] == "nl" and body["language"]["reason"] == "point"
     assert {h["item_id"] for h in body["hits"]} == set(expected)
     assert facet_counts(body) == expected_facets(list(expected.values()), AMSTERDAM)
 
@@ -143,20 +142,59 @@ def test_search_typo_gets_did_you_mean_and_the_fuzzy_matches_after_the_exact_one
     assert get(client, "/search", {"q": "bicileta", "language": "es", "fuzzy": "false"}).json["total"] == len(exact)
 
 
+def test_an_english_phone_in_madrid_finds_the_spanish_listings(client: Any) -> None:
+    expected = {ad.item_id for ad in expected_matches(SearchRequest("es"), text=title_word("bicicleta"))}
+
+    body = get(client, "/search", {"q": "bicicleta", "country": "ES", "page_size": MAX_PAGE_SIZE},
+               {"Accept-Language": "en-GB,en;q=0.9"}).json
+
+    assert body["language"] == {"language": "es", "reason": "country", "requested": None, "source": "country",
+                                "country": "ES"}
+    assert {h["item_id"] for h in body["hits"]} == expected and body["total"] == len(expected)
+
+
+def test_nothing_in_the_chosen_language_says_which_language_of_that_place_has_matches(client: Any) -> None:
+    english_in_spain = [ad for ad in in_language(CORPUS, "en") if ad.country == "ES" and title_word("bike")(ad)]
+    assert english_in_spain and not expected_matches(SearchRequest("es"), text=title_word("bike"))
+
+    body = get(client, "/search", {"q": "bike", "country": "ES"}).json
+
+    assert body["total"] == 0 and body["language"]["language"] == "es"
+    assert body["alternatives"] == [{"language": "en", "total": len(english_in_spain)}]  # not the GB bikes
+    assert body["wider"] is None
+
+
+def test_nothing_within_the_radius_offers_the_nearest_ring_with_matches(client: Any) -> None:
+    bikes = expected_matches(SearchRequest("es"), text=title_word("bicicleta"))
+    nearest = min(distance_km(*MADRID, ad.lat, ad.lon) for ad in bikes)
+    radius = nearest / 2
+    edge = next(e for e in (1, 5, 10, 25, 50) if e > radius and e >= nearest)
+    within = sum(distance_km(*MADRID, ad.lat, ad.lon) < edge for ad in bikes)
+
+    body = get(client, "/search", {"q": "bicicleta", "lat": MADRID[0], "lon": MADRID[1], "radius_km": radius}).json
+
+    assert body["total"] == 0
+    assert body["wider"] == {"radius_km": edge, "total": within}
+
+
 @pytest.mark.parametrize("params, headers, config, expected", [
     ({"language": "nl", "user_language": "tr", "country": "PT"}, {"Accept-Language": "es"}, {},
-     ("nl", "explicit", None, "explicit")),
-    ({"user_language": "tr", "country": "PT"}, {"Accept-Language": "es"}, {}, ("tr", "user", None, "user")),
-    ({"country": "PT"}, {"Accept-Language": "fr-FR, nl;q=0.8, es;q=0.9"}, {},
-     ("es", "accept_language", None, "accept_language")),
-    ({"country": "pt"}, {}, {}, ("pt", "country", None, "country")),
-    ({}, {}, {"default_country": "NL"}, ("nl", "country", None, "country")),
-    ({"country": "TR"}, {}, {"default_country": "NL"}, ("tr", "country", None, "country")),
-    ({}, {}, {}, ("en", "fallback", None, None)),
-    ({"language": "fr", "country": "ES"}, {"Accept-Language": "nl"}, {}, ("es", "fallback", "fr", "explicit")),
-    ({"country": "US"}, {"Accept-Language": "de-DE,fr;q=0.5"}, {}, ("en", "fallback", "de", "accept_language")),
-], ids=["explicit-beats-all", "user-beats-header", "best-supported-q-value", "country", "default-country",
-        "country-beats-default", "nothing", "unsupported-explicit", "unsupported-header"])
+     ("nl", "explicit", None, "explicit", "PT")),
+    ({"user_language": "tr", "country": "PT", "lat": MADRID[0], "lon": MADRID[1]}, {}, {},
+     ("es", "point", None, "point", "ES")),
+    ({"user_language": "tr", "country": "PT"}, {"Accept-Language": "es"}, {}, ("pt", "country", None, "country", "PT")),
+    ({"user_language": "tr"}, {"Accept-Language": "es"}, {"default_country": "NL"}, ("tr", "user", None, "user", None)),
+    ({}, {"Accept-Language": "fr-FR, nl;q=0.8, es;q=0.9"}, {"default_country": "PT"},
+     ("es", "accept_language", None, "accept_language", None)),
+    ({"country": "pt"}, {}, {}, ("pt", "country", None, "country", "PT")),
+    ({}, {}, {"default_country": "NL"}, ("nl", "country", None, "default_country", None)),
+    ({"country": "TR"}, {}, {"default_country": "NL"}, ("tr", "country", None, "country", "TR")),
+    ({}, {}, {}, ("en", "fallback", None, None, None)),
+    ({"language": "fr", "country": "ES"}, {"Accept-Language": "nl"}, {}, ("es", "fallback", "fr", "explicit", "ES")),
+    ({"country": "US"}, {"Accept-Language": "de-DE,fr;q=0.5"}, {}, ("en", "fallback", "de", "accept_language", None)),
+], ids=["explicit-beats-all", "point-beats-country-and-user", "country-beats-user-and-header", "user-beats-header",
+        "best-supported-q-value", "country", "default-country", "country-beats-default", "nothing",
+        "unsupported-explicit", "unsupported-header"])
 def test_search_language_routing_follows_the_documented_precedence(backend: TantivyBackend, params: dict,
                                                                    headers: dict, config: dict,
                                                                    expected: tuple) -> None:
@@ -166,7 +204,7 @@ def test_search_language_routing_follows_the_documented_precedence(backend: Tant
     for path, extra in (("/search", {"page_size": MAX_PAGE_SIZE}), ("/autocomplete", {"q": "a"})):
         body = get(client, path, {**params, **extra}, headers).json
 
-        assert body["language"] == dict(zip(("language", "reason", "requested", "source"), expected))
+        assert body["language"] == dict(zip(("language", "reason", "requested", "source", "country"), expected))
     hits = get(client, "/search", {**params, "page_size": 5}, headers).json["hits"]
     assert hits and {h["item_id"] for h in hits} <= {ad.item_id for ad in in_language(CORPUS, language)}
 
@@ -356,6 +394,17 @@ def test_unexpected_error_logs_the_traceback_under_the_callers_request_id(caplog
     assert response.json["error"]["request_id"] == "trace-42" == response.headers["X-Request-Id"]
     record = next(r for r in caplog.records if "trace-42" in r.getMessage())
     assert record.exc_info and "secret internal detail" in str(record.exc_info[1])
+
+
+def test_a_url_or_body_too_large_answers_the_one_json_shape(client: Any) -> None:
+    long_url = client.get("/search", query_string={"q": "bici", "pad": "x" * 5000})
+    big_body = client.get("/search", query_string={"q": "bici"}, data="x" * 20_000,
+                          headers={"Content-Type": "text/plain"})
+
+    assert long_url.status_code == 414 and long_url.json["error"]["code"] == "uri_too_long"
+    assert big_body.status_code == 413 and big_body.json["error"]["code"] == "request_entity_too_large"
+    for reply in (long_url, big_body):
+        assert reply.json["error"]["request_id"] == reply.headers["X-Request-Id"]
 
 
 def test_unusable_request_id_is_replaced_not_echoed(client: Any) -> None:

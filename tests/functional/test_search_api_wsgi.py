@@ -135,9 +135,10 @@ def index_dir(tmp_path: Path) -> Path:
 def gunicorn(index_dir: Path) -> Iterator[str]:
     port = free_port()
     env = clean_env(LETGO_SEARCH_BACKEND="tantivy", LETGO_SEARCH_PATH=str(index_dir), SEARCH_DEFAULT_COUNTRY="PT",
-                    LOG_LEVEL="WARNING")
-    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                                "--threads", "2", "--timeout", "30", "handlers.search.wsgi:app"],
+                    LOG_LEVEL="WARNING", SEARCH_BIND=f"127.0.0.1:{port}", WEB_CONCURRENCY="2")
+    # the Procfile's command line (deploy/package.py), the bind address from the environment
+    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "handlers/search/gunicorn_conf.py",
+                                "handlers.search.wsgi:app"],
                                env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
 
@@ -171,5 +172,17 @@ def test_gunicorn_serves_the_app_over_the_index_directory(gunicorn: str) -> None
 
     assert health.body == {"backend": "tantivy", "ok": True, "took_ms": health.body["took_ms"]}
     assert results.status == 200 and results.body["total"] == len(portuguese)
-    assert results.body["language"] == {"language": "pt", "reason": "country", "requested": None, "source": "country"}
+    assert results.body["language"] == {"language": "pt", "reason": "country", "requested": None,
+                                        "source": "default_country", "country": None}
     assert spec.status == 200 and spec.body["paths"]
+
+
+@pytest.mark.parametrize("url_bytes, by", [(5_000, "the app"), (9_000, "gunicorn itself")])
+def test_a_url_too_long_gets_the_apis_json_414_not_an_html_page(gunicorn: str, url_bytes: int, by: str) -> None:
+    reply = call(gunicorn, "/search", {"q": "bici", "pad": "x" * url_bytes})
+
+    assert reply.status == 414, by
+    assert reply.headers["Content-Type"].startswith("application/json"), reply.body
+    error = reply.body["error"]
+    assert error["status"] == 414 and error["code"] == "uri_too_long" and error["request_id"]
+    assert reply.headers["X-Request-Id"] == error["request_id"]
