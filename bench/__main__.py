@@ -84,6 +84,15 @@ def table(report: dict[str, Any]) -> str:
                      f"goal p99 <= {search['goal']['full_p99_ms']:g} ms: {'yes' if search['goal']['met'] else 'NO'}")
         lines.append(f"  plain text        p50 {plain['p50_ms']:6.2f} ms  p99 {plain['p99_ms']:6.2f} ms   "
                      f"(baseline; {search['mean_matches_full']:.0f} matches per full query on average)")
+        api = search.get("api")
+        if api:
+            lines.append(f"  the API, text+facets+geo, {api['clients']} concurrent clients "
+                         "(gunicorn workers x threads):")
+            for name, layout in api["layouts"].items():
+                lines.append(f"    {name}  {layout['requests_per_second']:7.1f} req/s   client p50 "
+                             f"{layout['client']['p50_ms']:6.1f} ms  p99 {layout['client']['p99_ms']:6.1f} ms   "
+                             f"server p50 {layout['server']['p50_ms']:6.2f} ms  "
+                             f"p99 {layout['server']['p99_ms']:6.2f} ms" + ("   (shipped)" if name == "2x1" else ""))
     return "\n".join(lines)
 
 
@@ -100,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL benchmark")
     parser.add_argument("--ads", type=int, default=search_bench.ADS, help="ads in the search benchmark's index")
     parser.add_argument("--no-search", action="store_true", help="skip the search benchmark")
+    parser.add_argument("--no-search-api", action="store_true",
+                        help="search: skip the API under concurrent clients (in-process figures only)")
     parser.add_argument("--no-serving", action="store_true", help="skip the model serving benchmark")
     parser.add_argument("--consumer-records", type=int, default=10_000, help="records through the whole consumer")
     parser.add_argument("--only", choices=BENCHMARKS, action="append",
@@ -184,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
     if "search" in wanted:
-        print(f"[4/5] search: {args.ads:,} ads in the embedded engine, indexing rate and query latency", flush=True)
-        report["search"] = search_bench.run(args.ads)
+        print(f"[4/5] search: {args.ads:,} ads in the embedded engine, indexing rate and query latency, then the "
+              "API under concurrent clients", flush=True)
+        report["search"] = search_bench.run(args.ads, api_cpus=None if args.no_search_api else (all_cpus or {0}))
 
     if "serving" in wanted:
         print("[5/5] model serving wrapper vs a bare Flask JSON endpoint (in-process requests)", flush=True)

@@ -95,10 +95,13 @@ EXAMPLES: tuple[dict[str, Any], ...] = (
     {"title": "a buyer in Madrid: mountain bikes nearby",
      "path": "/search", "params": {"q": "bicicleta montaña", "lat": 40.4168, "lon": -3.7038, "radius_km": 50},
      "headers": {"Accept-Language": "es-ES,es;q=0.9"}},
-    {"title": "a typo: did you mean?", "path": "/search",
+    {"title": "a typo: exact matches first, then similar spellings, did you mean?", "path": "/search",
      "params": {"q": "bicileta", "lat": 40.4168, "lon": -3.7038, "country": "ES"}},
-    {"title": "a buyer in Amsterdam, same API, Dutch analysis", "path": "/search",
-     "params": {"q": "stadsfietsen", "lat": 52.3676, "lon": 4.9041, "radius_km": 25},
+    {"title": "an English phone in Madrid: the place's listings, not the phone's language", "path": "/search",
+     "params": {"q": "bicicleta", "lat": 40.4168, "lon": -3.7038, "radius_km": 50},
+     "headers": {"Accept-Language": "en-GB,en;q=0.9"}},
+    {"title": "a buyer in Amsterdam, a Dutch compound: 'fiets' finds the Stadsfietsen", "path": "/search",
+     "params": {"q": "fiets", "lat": 52.3676, "lon": 4.9041, "radius_km": 25},
      "headers": {"Accept-Language": "nl-NL"}},
     {"title": "suggestions while typing", "path": "/autocomplete", "params": {"q": "iph", "language": "es"}},
 )
@@ -116,6 +119,7 @@ def run_examples(base_url: str, examples: Iterable[dict[str, Any]] = EXAMPLES) -
             summary["suggestions"] = [s.get("text") for s in body.get("suggestions", [])][:5]
         else:
             summary.update(total=body["total"], language=body["language"], did_you_mean=body.get("did_you_mean"),
+                           approximate=body.get("approximate", 0), alternatives=body.get("alternatives") or [],
                            top=[f"{h['title']} — {h['price']:g} {h['currency']}"
                                 + (f", {h['distance_km']:.1f} km" if h.get("distance_km") is not None else "")
                                 for h in body["hits"][:3]],
@@ -130,8 +134,11 @@ def say_examples(results: Iterable[dict[str, Any]], say: Callable[[str], None] =
             say(f"      suggestions: {', '.join(result['suggestions']) or '(none)'}")
             continue
         language = result["language"]
-        say(f"      {result['total']} matches, language {language['language']} ({language['reason']})"
+        say(f"      {result['total']} matches"
+            + (f" ({result['approximate']} by a similar spelling)" if result.get("approximate") else "")
+            + f", language {language['language']} ({language['reason']})"
             + (f", did you mean \"{result['did_you_mean']}\"" if result.get("did_you_mean") else "")
+            + "".join(f"; {a['total']} in {a['language']} here" for a in result.get("alternatives") or [])
             + (f"; top categories {result['categories']}" if result["categories"] else ""))
         for line in result["top"]:
             say(f"      - {line}")

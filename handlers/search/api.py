@@ -14,7 +14,8 @@ place: ``lat``/``lon``, else ``country`` > ``user_language`` > ``Accept-Language
 :attr:`ApiConfig.default_country`) -> :meth:`SearchRequest.from_params` (every bound checked there,
 :class:`InvalidRequest` naming the field) -> ``backend.search`` under a deadline -> ``response.to_dict()`` with
 the language choice, ``took_ms`` and, when a text search found nothing, :mod:`.hints` (the same search in
-another language of that place, a wider radius).
+another language of that place, a wider radius). Without a radius, only the listings of the place's country
+(:attr:`LanguageChoice.country`) are searched: a buyer in Madrid is not shown listings in London.
 
 Every error — ours (:class:`SearchError` and subclasses), Flask's (404, 405) or an unexpected exception —
 is turned into the one JSON shape the repo's APIs share, in one place (:func:`_register_error_handlers`)::
@@ -38,7 +39,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
@@ -153,6 +154,9 @@ class SearchService:
         started = time.perf_counter()
         choice = self.route(params, accept_language)
         search_request = SearchRequest.from_params(params, choice.language)
+        if search_request.radius_km is None and choice.country is not None:
+            # a buyer searches the ads of the place they are in: its country, unless a radius draws the place
+            search_request = replace(search_request, country=choice.country)
         try:
             response = self._call(self.backend.search, search_request)
         except (ValueError, TypeError, OverflowError) as exc:

@@ -163,11 +163,16 @@ class Ad:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # every field is a plain value: a shallow read, not dataclasses.asdict's recursive deep copy (which was
+        # most of the indexing time)
+        return {name: getattr(self, name) for name in _AD_FIELDS}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Ad":
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+_AD_FIELDS = tuple(Ad.__dataclass_fields__)
 
 
 # -- what is asked -----------------------------------------------------------------------------------------
@@ -205,7 +210,7 @@ class SearchRequest:
     sort: Sort = Sort.RELEVANCE
     page_size: int = DEFAULT_PAGE_SIZE
     cursor: str | None = None
-    country: str | None = None  # only listings of this country (ISO 3166-1 alpha-2); set by the API's hints
+    country: str | None = None  # only listings of this country (ISO 3166-1 alpha-2): the place, when no radius
     fuzzy: bool = True  # typo fallback when exact matching finds little (handlers/search/backend.py); off = exact only
 
     def __post_init__(self) -> None:
@@ -278,7 +283,8 @@ class SearchRequest:
     @classmethod
     def from_params(cls, params: Mapping[str, Any], language: str) -> "SearchRequest":
         """From query-string values (a dict or Werkzeug MultiDict): q, lat, lon, radius_km, category
-        (repeated or comma-separated), price_min, price_max, sort, page_size, cursor, fuzzy."""
+        (repeated or comma-separated), price_min, price_max, sort, page_size, cursor, fuzzy. (``country`` is the
+        API's: a routing signal and, through the place it names, a filter — see handlers.search.api.)"""
 
         def one(name: str) -> str | None:
             value = params.get(name)

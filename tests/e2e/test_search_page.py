@@ -87,6 +87,17 @@ def status(page: Browser) -> dict[str, str]:
     return page.evaluate("({...document.getElementById('status').dataset})")
 
 
+def status_text(page: Browser) -> str:
+    return page.evaluate("document.getElementById('status').textContent")
+
+
+def spanish_money(amount: float) -> str:
+    """How es-ES writes a euro price (CLDR): '.' between thousands, always; ',' before cents; a no-break space."""
+    whole, cents = divmod(round(amount * 100), 100)
+    grouped = f"{whole:,}".replace(",", ".")
+    return f"{grouped}\u00a0€" if amount == int(amount) else f"{grouped},{cents:02d}\u00a0€"
+
+
 def api_facets(body: dict) -> dict[str, dict[str, int]]:
     return {name: {b["key"]: b["count"] for b in body["facets"][name]}
             for name in ("categories", "price_ranges", "distance_rings")}
@@ -106,6 +117,10 @@ def test_page_opened_with_a_typo_shows_the_fuzzy_results_did_you_mean_and_the_ap
     assert titles(page) == [hit["title"] for hit in answer["hits"]]
     assert set(item_ids(page)) == {ad.item_id for ad in expected}
     assert status(page) == {"total": str(len(expected)), "language": "es", "reason": "explicit"}
+    exact = {ad.item_id for ad in expected if text_word("bicileta")(ad)}
+    marked = page.evaluate("[...document.querySelectorAll('#results .hit')].map(e => e.dataset.approximate)")
+    assert marked == ["false"] * len(exact) + ["true"] * (len(marked) - len(exact))  # exact ones first
+    assert f"{len(expected) - len(exact)} of them with a similar spelling" in status_text(page)
     assert page.evaluate("!document.getElementById('did-you-mean').hidden")
     assert page.evaluate("document.getElementById('did-you-mean-link').textContent") == answer["did_you_mean"]
     assert "bicicleta" in answer["did_you_mean"]
@@ -208,7 +223,7 @@ def test_page_near_amsterdam_in_a_dutch_browser_shows_dutch_listings_and_distanc
                       "s.dispatchEvent(new Event('change')); })()")
         assert page.settled_after(before) == "ready"
 
-        assert status(page) == {"total": str(len(dutch)), "language": "nl", "reason": "accept_language"}
+        assert status(page) == {"total": str(len(dutch)), "language": "nl", "reason": "point"}
         assert list(facet(page, "facet-rings", "ring").values()) == rings
         assert page.evaluate("document.getElementById('lat').value") == str(AMSTERDAM[0])
 
@@ -236,3 +251,66 @@ def test_page_shows_the_apis_400_and_marks_the_field(page: Browser, server: str)
     failed_loads = [p for p in page.problems() if "status of 400" in p]
     assert len(failed_loads) == 1  # the browser logs the refused request itself; nothing else went wrong
     page.clear_problems()
+
+
+def test_page_writes_prices_and_dates_in_the_ads_locale_not_the_browsers(page: Browser, server: str) -> None:
+    from datetime import datetime, timezone
+
+    page.open(url(server, language="es", sort="price_desc", price_min=900))  # an en-US browser, Spanish ads
+    by_id = {ad.item_id: ad for ad in CORPUS}
+
+    shown = page.evaluate("[...document.querySelectorAll('#results .hit')].map(e => "
+                          "[e.dataset.itemId, e.querySelector('.meta').textContent])")
+
+    assert shown and any(by_id[item].price >= 1000 for item, _ in shown)
+    for item, meta in shown:
+        ad = by_id[item]
+        if ad.country != "ES" or ad.language != "es":
+            continue
+        day = datetime.fromtimestamp(ad.listed_at, timezone.utc)
+        assert meta.startswith(spanish_money(ad.price) + " · "), meta  # 1.220 € (not €1,220.00)
+        assert f"{day.day}/{day.month}/{day.year}" in meta  # 2/12/2026 (d/m/yyyy)
+    assert "Spanish listings: the language you chose" in status_text(page)
+
+
+def test_page_english_browser_in_madrid_sees_spanish_listings_and_is_offered_the_english_ones(
+        chromium: str, server: str) -> None:
+    english_here = [ad for ad in in_language(CORPUS, "en") if ad.country == "ES" and title_word("bike")(ad)]
+    with Browser(chromium, accept_language="en-GB,en;q=0.9") as page:
+        page.open(url(server, q="bicicleta", country="ES"))
+        assert status(page)["language"] == "es" and status(page)["reason"] == "country"
+        assert "Spanish listings: the language of listings in Spain" in status_text(page)
+        assert page.evaluate("document.getElementById('help').hidden")  # it found something: no help
+
+        before = page.renders()
+        page.evaluate("(() => { const q = document.getElementById('q'); q.value = 'bike'; "
+                      "document.getElementById('search-form').requestSubmit(); })()")
+        assert page.settled_after(before) == "ready"
+        assert status(page)["total"] == "0" and not page.evaluate("document.getElementById('help').hidden")
+        offers = page.evaluate("[...document.querySelectorAll('#help-list li')].map(e => [e.dataset.kind, "
+                               "e.dataset.language, e.textContent])")
+        assert offers == [["language", "en", f"{len(english_here)} in English listings here"]]
+
+        before = page.renders()
+        page.click('#help-list li[data-kind="language"] button')
+        assert page.settled_after(before) == "ready"
+        assert set(item_ids(page)) == {ad.item_id for ad in english_here}
+        assert status(page)["language"] == "en" and status(page)["reason"] == "explicit"
+        assert page.problems() == []
+
+
+def test_page_nothing_within_the_radius_offers_the_nearest_ring_with_matches(page: Browser, server: str) -> None:
+    answer = api_search(server, q="bicicleta", **MADRID_Q, radius_km=0.3, language="es")
+    assert answer["total"] == 0 and answer["wider"]
+
+    page.open(url(server, q="bicicleta", **MADRID_Q, radius_km=0.3, language="es"))
+    radius = f"{answer['wider']['radius_km']:g}"
+    wider = page.evaluate("[...document.querySelectorAll('#help-list li[data-kind=radius]')]"
+                          ".map(e => e.dataset.radius)")
+    assert wider == [radius]
+    before = page.renders()
+    page.click('#help-list li[data-kind="radius"] button')
+    assert page.settled_after(before) == "ready"
+
+    assert status(page)["total"] == str(answer["wider"]["total"])
+    assert urllib.parse.parse_qs(page.evaluate("location.search")[1:])["radius_km"] == [radius]

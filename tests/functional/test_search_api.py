@@ -206,7 +206,9 @@ def test_search_language_routing_follows_the_documented_precedence(backend: Tant
 
         assert body["language"] == dict(zip(("language", "reason", "requested", "source", "country"), expected))
     hits = get(client, "/search", {**params, "page_size": 5}, headers).json["hits"]
-    assert hits and {h["item_id"] for h in hits} <= {ad.item_id for ad in in_language(CORPUS, language)}
+    place = expected[4]  # without a radius, only the listings of the place's country
+    wanted = {ad.item_id for ad in in_language(CORPUS, language) if place is None or ad.country == place}
+    assert {h["item_id"] for h in hits} <= wanted and bool(hits) == bool(wanted)
 
 
 def test_autocomplete_completes_titles_of_the_routed_language_nearest_first(client: Any) -> None:

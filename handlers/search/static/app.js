@@ -3,6 +3,9 @@
 // The page state lives in the URL query string (same names as the API), so a search can be shared or
 // reloaded and the page opened at ?q=bicicleta&lat=40.4168&lon=-3.7038&language=es shows those results.
 // Data from the API is only ever written with textContent (never innerHTML): listings are user content.
+// Prices and dates are written in each ad's own locale (its language and country: 1.220 € and 2/12/2026 for an
+// ad in es-ES), whatever the browser's language. A search that finds nothing offers what the API found instead:
+// the corrected spelling, the same search in another language of that place, a wider radius.
 // body[data-state] is idle | loading | ready | error and body[data-renders] counts finished renders, so a
 // person (or a browser test) can tell when the page has settled.
 "use strict";
@@ -114,11 +117,27 @@
     return node;
   }
 
-  function money(amount, currency) {
+  function locale(hit) {
+    const tag = `${hit.language}-${hit.country}`;
+    try { return Intl.getCanonicalLocales(tag)[0]; } catch (_) { return undefined; }
+  }
+
+  function money(amount, currency, where) {
+    const whole = Number.isInteger(amount);
+    const options = { style: "currency", currency, useGrouping: "always",
+      minimumFractionDigits: whole ? 0 : 2, maximumFractionDigits: 2 };
     try {
-      return new Intl.NumberFormat(undefined, { style: "currency", currency }).format(amount);
+      return new Intl.NumberFormat(where, options).format(amount);
     } catch (_) {
-      return `${amount} ${currency}`;
+      try { return new Intl.NumberFormat(where, { ...options, useGrouping: true }).format(amount); } catch (__) {
+        return `${amount} ${currency}`;
+      }
+    }
+  }
+
+  function day(seconds, where) {
+    try { return new Date(seconds * 1000).toLocaleDateString(where); } catch (_) {
+      return new Date(seconds * 1000).toLocaleDateString();
     }
   }
 
@@ -127,18 +146,31 @@
   }
 
   const LANGUAGE_NAMES = { es: "Spanish", nl: "Dutch", en: "English", tr: "Turkish", pt: "Portuguese" };
-  const REASONS = {
-    explicit: "you chose it", user: "your app language", accept_language: "your browser's languages",
-    country: "your country", fallback: "fallback",
-  };
+  const COUNTRY_NAMES = { ES: "Spain", NL: "the Netherlands", GB: "the United Kingdom", TR: "Turkey", PT: "Portugal" };
+
+  function why(choice) {
+    const place = COUNTRY_NAMES[choice.country] || choice.country;
+    switch (choice.source === "default_country" ? "default_country" : choice.reason) {
+      case "explicit": return "the language you chose";
+      case "point": return `the language of listings around here${place ? ` (${place})` : ""}`;
+      case "country": return `the language of listings in ${place}`;
+      case "default_country": return "this site's default country";
+      case "user": return "your app's language";
+      case "accept_language": return "your browser's language";
+      default: return choice.requested ? `${choice.requested} has no listings of its own here` : "no language given";
+    }
+  }
 
   function renderHit(hit) {
-    const meta = [money(hit.price, hit.currency), hit.city || hit.country];
+    const where = locale(hit);
+    const meta = [money(hit.price, hit.currency, where), hit.city || hit.country];
     if (hit.distance_km !== null) meta.push(km(hit.distance_km));
     meta.push(hit.category.replace(/_/g, " "));
-    meta.push(new Date(hit.listed_at * 1000).toLocaleDateString());
-    return el("li", { className: "hit", dataset: { itemId: hit.item_id, category: hit.category } },
+    meta.push(day(hit.listed_at, where));
+    return el("li", { className: hit.approximate ? "hit approximate" : "hit",
+      dataset: { itemId: hit.item_id, category: hit.category, approximate: String(Boolean(hit.approximate)) } },
       el("h3", { className: "title" }, hit.title),
+      hit.approximate ? el("p", { className: "similar" }, "similar spelling") : "",
       el("p", { className: "meta" }, meta.join(" · ")),
       hit.description ? el("p", { className: "description" }, hit.description) : "");
   }
@@ -147,14 +179,42 @@
     const choice = body.language;
     let text = `${body.total} result${body.total === 1 ? "" : "s"}`;
     if (shown < body.total) text += ` (showing ${shown})`;
+    if (body.approximate) text += `, ${body.approximate} of them with a similar spelling`;
     const language = LANGUAGE_NAMES[choice.language] || choice.language;
-    text += ` · ${language} listings, by ${REASONS[choice.reason] || choice.reason}`;
-    if (choice.requested) text += ` (${choice.requested} is not available)`;
+    text += ` · ${language} listings: ${why(choice)}`;
     const status = $("status");
     status.textContent = text;
     status.dataset.total = String(body.total);
     status.dataset.language = choice.language;
     status.dataset.reason = choice.reason;
+  }
+
+  function renderHelp(body) {
+    // Only for a search that found nothing: what the API found instead (another language here, a wider radius).
+    const list = $("help-list");
+    list.replaceChildren();
+    const offers = [];
+    for (const alternative of body.alternatives || []) {
+      const name = LANGUAGE_NAMES[alternative.language] || alternative.language;
+      offers.push([`${alternative.total} in ${name} listings here`, { kind: "language", language: alternative.language },
+        () => { state.language = alternative.language; fillForm(); search(); }]);
+    }
+    if (body.wider) {
+      const radius = body.wider.radius_km;
+      offers.push([`${body.wider.total} within ${radius} km`, { kind: "radius", radius: String(radius) },
+        () => { state.radius_km = radius; search(); }]);
+    }
+    if (body.total === 0 && state.q.trim() && (state.categories.length || state.price_min !== null
+        || state.price_max !== null)) {
+      offers.push(["search without the filters", { kind: "filters" },
+        () => { state.categories = []; state.price_min = null; state.price_max = null; search(); }]);
+    }
+    for (const [label, dataset, onClick] of offers) {
+      const button = el("button", { type: "button" }, label);
+      button.addEventListener("click", onClick);
+      list.append(el("li", { dataset }, button));
+    }
+    $("help").hidden = body.total !== 0 || (offers.length === 0 && !body.did_you_mean);
   }
 
   function renderDidYouMean(suggestion) {
@@ -284,6 +344,7 @@
       renderStatus(body, results.children.length);
       if (!append) {
         renderDidYouMean(body.did_you_mean);
+        renderHelp(body);
         renderCategories((facetsBody || body).facets.categories);
         renderPrices(body.facets.price_ranges);
         renderRings(body.facets.distance_rings);
