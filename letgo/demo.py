@@ -128,17 +128,25 @@ def run_search(stage: LocalStage, say=print) -> dict[str, Any]:
 
 
 def run_ml(stage: LocalStage, say=print) -> dict[str, Any]:
-    """Train the shipped model on this run's listings, publish it, validate it against the serving API, serve."""
+    """Train every model on this run's listings (publishing candidates), serve them all, let the validator make
+    the candidates live, and ask each model its golden inputs as a user would."""
     from letgo.ml_local import PointerEvents, serve_and_validate, train
 
     names = stage.names
-    say("training the price suggestion model on this run's listings …")
-    events = PointerEvents.subscribe(names.models_bucket, "letgo-model-pointers-local")
-    code, training = train(processed_bucket=names.processed_bucket, partitioned_bucket=names.partitioned_bucket,
-                           models_bucket=names.models_bucket, say=say)
-    result: dict[str, Any] = {"training": training.to_dict() if training is not None else None, "exit_code": code}
-    if training is not None and training.version:
-        result.update(serve_and_validate(models_bucket=names.models_bucket, pointer_events=events))
+    say("training the models (models/*.yaml) on this run's listings …")
+    events = PointerEvents.subscribe(names.models_bucket, "letgo-model-pointers-demo")
+    try:
+        trained = train(processed_bucket=names.processed_bucket, partitioned_bucket=names.partitioned_bucket,
+                        models_bucket=names.models_bucket, say=say)
+        result: dict[str, Any] = {
+            "training": {name: report.to_dict() if report is not None else None
+                         for name, (_, report) in trained.items()},
+            "exit_codes": {name: code for name, (code, _) in trained.items()}}
+        if any(report is not None and report.version for _, report in trained.values()):
+            result.update(serve_and_validate(models_bucket=names.models_bucket, pointer_events=events,
+                                             change_memory=stage.postgres.dsn))
+    finally:
+        events.close()
     return result
 
 
@@ -170,6 +178,26 @@ def build_report(plan: Any, inventory: Any, duplicates: int, stage: LocalStage, 
     }
 
 
+def print_model(name: str, training: dict[str, Any], served: dict[str, Any], say=print) -> None:
+    """A model's lines: its training decision and metrics, what the validator did, a user's answers."""
+    metrics = ", ".join(f"{k} {v:.3g}" for k, v in (training.get("metrics") or {}).items())
+    rows = training.get("rows") or {}
+    say(f"  ml             {name}: {training.get('decision', 'failed')} {training.get('version') or ''} "
+        f"(train {rows.get('train', 0):,} rows, holdout {rows.get('holdout', 0):,}; {metrics})")
+    for failure in training.get("failures") or []:
+        say(f"      - {failure}")
+    for validation in served.get("validations", []):
+        detail = f" ({validation['detail']})" if validation.get("detail") else ""
+        say(f"      validator: {validation['headline']}{detail}")
+    for prediction in served.get("predictions", []):
+        body = prediction["output"] or {}
+        shown = body.get("prediction", body)
+        if isinstance(shown, dict):
+            shown = {k: v for k, v in shown.items() if k != "alternatives"}
+        say(f"      POST {prediction['endpoint']} {prediction['input'].get('title')!r} -> {prediction['status']} "
+            f"{shown}")
+
+
 def print_report(report: dict[str, Any], say=print) -> None:
     say("")
     say("== where every event went ==")
@@ -196,20 +224,10 @@ def print_report(report: dict[str, Any], say=print) -> None:
         say(f"  chart          {stats['chart']}")
     ml = report.get("ml")
     if ml:
-        training = ml.get("training") or {}
-        metrics = ", ".join(f"{k} {v:.3g}" for k, v in (training.get("metrics") or {}).items())
-        say(f"  ml             price_suggestion: {training.get('decision', 'failed')} "
-            f"{training.get('version') or ''} (train {training.get('rows', {}).get('train', 0):,} rows, "
-            f"holdout {training.get('rows', {}).get('holdout', 0):,}; {metrics})")
-        for failure in training.get("failures") or []:
-            say(f"      - {failure}")
-        for validation in ml.get("validations", []):
-            detail = f" ({validation['detail']})" if validation.get("detail") else ""
-            say(f"      validator: {validation['headline']}{detail}")
-        for prediction in ml.get("predictions", []):
-            out = prediction["output"].get("prediction", prediction["output"]) if prediction["output"] else {}
-            say(f"      POST {prediction['input'].get('title')!r} ({prediction['input'].get('country')}) -> "
-                f"{prediction['status']} {out}")
+        for name, training in (ml.get("training") or {}).items():
+            print_model(name, training or {}, (ml.get("models") or {}).get(name) or {}, say)
+        for filename, problem in (ml.get("disabled") or {}).items():
+            say(f"  ml             {filename}: NOT served: {problem}")
     search = report.get("search")
     if search:
         say(f"  search         {search['listing_events']:,} listing events -> {search['indexed']:,} ads indexed, "

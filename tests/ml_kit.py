@@ -139,6 +139,25 @@ def train_on_shuffled_labels(data: Any, labels: np.ndarray, definition: Any, *, 
     return price_suggestion.train(data, shuffled, definition, seed=seed)
 
 
+def train_classifier_on_shuffled_labels(data: Any, labels: np.ndarray, definition: Any, *, seed: int) -> Any:
+    """The shipped category model fitted to labels shuffled among the rows (the same pipeline bug)."""
+    from handlers.ml.models import category_suggestion
+
+    shuffled = np.random.default_rng(seed).permutation(np.asarray(labels, dtype=object))
+    return category_suggestion.train(data, shuffled, definition, seed=seed)
+
+
+CLASSIFIER_FILE = REPO / "models" / "category_suggestion.yaml"
+
+
+def classifier(**overrides: Any) -> ModelDefinition:
+    """The shipped category suggestion definition with dotted-path overrides."""
+    document = yaml.safe_load(CLASSIFIER_FILE.read_text(encoding="utf-8"))
+    for dotted, value in overrides.items():
+        set_path(document, dotted, value)
+    return parse_definition(document, CLASSIFIER_FILE.name)
+
+
 # -- moto ------------------------------------------------------------------------------------------------------
 @dataclass
 class Aws:

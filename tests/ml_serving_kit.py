@@ -1,7 +1,8 @@
 """Builders for the serving and validator tests: an in-memory store, a scripted model, real trained artefacts.
 
 * :class:`MemoryStore` answers the part of :class:`handlers.ml.store.ModelStore` the serving core reads
-  (pointer, kill switch, load) from memory, so unit tests drive reloads, canaries and guard rails with no I/O.
+  (pointer, verdicts, kill switch, validation key, load) from memory, so unit tests drive reloads, rollbacks,
+  canaries and guard rails with no I/O.
   Its "artefacts" are plain dicts answered by :func:`scripted_predict`, wired in through the definition's own
   ``serving.predict`` entry point (:func:`scripted_definition`), so the definition, endpoint checks and guard
   rails are the shipped ones.
@@ -9,7 +10,9 @@
   listings and serialises it with skops — a real model for the functional tests. ``inflated`` is the same
   model fitted on prices multiplied by :data:`INFLATION`: the kind of unit bug (cents for euros) golden
   requests exist to catch.
-* :class:`TickClock` and :func:`publish` make version names deterministic and ordered on a real store.
+* :class:`TickClock` and :func:`publish` make version names deterministic and ordered on a real store;
+  :func:`publish_live` also does what a passing validation does (validated, then live).
+* :func:`serving` runs the real app on a port; :func:`internal` sends the validator's signed request.
 * :func:`pointer_event` builds the EventBridge "Object Created" event S3 sends for a key.
 """
 from __future__ import annotations
@@ -33,7 +36,8 @@ from handlers.ml.errors import ModelNotFound
 from handlers.ml.models import price_suggestion
 from handlers.ml.serving.app import create_app
 from handlers.ml.serving.config import ServingConfig
-from handlers.ml.store import LoadedModel, ModelMetadata, ModelStore, Pointer
+from handlers.ml.store import ModelStore
+from handlers.ml.store_types import LoadedModel, ModelMetadata, Pointer
 from letgo.services import BackgroundServer, wait_until
 from letgo.services.moto import MotoServer
 from tests.ml_kit import Aws, dataset_of, definition, listing_documents
@@ -59,18 +63,27 @@ def scripted_definition(**overrides: Any) -> ModelDefinition:
 
 @dataclass
 class MemoryStore:
-    """Pointer, kill switch and versions of one model in memory; counts loads (what a reload would download)."""
+    """Pointer, verdicts, kill switch and versions of one model in memory; counts loads (what a reload downloads).
+
+    ``add`` makes a version validated (as the validator would before the pointer names it) unless told otherwise.
+    """
 
     versions: dict[str, dict[str, Any]] = field(default_factory=dict)
     pointer: Pointer | None = None
     killed: bool = False
     kill_switch_error: Exception | None = None  # what reading a malformed kill switch raises (InvalidKillSwitch)
+    pointer_error: Exception | None = None  # what reading an unreadable pointer raises (InvalidPointer)
+    validated: set[str] = field(default_factory=set)
+    rejected: set[str] = field(default_factory=set)
     loads: list[str] = field(default_factory=list)
+    key: bytes = b"k" * 32
     bucket: str = "memory"
     prefix: str = "models/"
 
-    def add(self, version: str, model: dict[str, Any], *, point: bool = True) -> str:
+    def add(self, version: str, model: dict[str, Any], *, point: bool = True, validated: bool = True) -> str:
         self.versions[version] = model
+        if validated:
+            self.validated.add(version)
         if point:
             self.point(version)
         return version
@@ -78,12 +91,31 @@ class MemoryStore:
     def sha(self, version: str) -> str:
         return hashlib.sha256(repr(sorted(self.versions[version].items())).encode()).hexdigest()
 
-    def point(self, version: str) -> None:
+    def point(self, version: str, reason: str = "validator: golden requests passed") -> None:
         self.pointer = Pointer("price_suggestion", version, self.sha(version), "2026-11-26T00:00:00.000Z",
-                               "published", self.pointer.version if self.pointer else None)
+                               reason, self.pointer.version if self.pointer else None)
+
+    def roll_back(self, to: str) -> None:
+        """What ModelStore.rollback does: reject the live version, point back."""
+        self.rejected.add(self.pointer.version)
+        self.point(to, reason="rollback: test")
 
     def current(self, model: str) -> Pointer | None:
+        if self.pointer_error is not None:
+            raise self.pointer_error
         return self.pointer
+
+    def candidate(self, model: str) -> Pointer | None:
+        return None
+
+    def verdict(self, model: str, version: str) -> str:
+        return "rejected" if version in self.rejected else "validated" if version in self.validated else "unvalidated"
+
+    def rejected_versions(self, model: str) -> list[str]:
+        return sorted(self.rejected)
+
+    def validation_key(self, *, create: bool = False) -> bytes:
+        return self.key
 
     def kill_switch(self, model: str) -> bool:
         if self.kill_switch_error is not None:
@@ -92,6 +124,9 @@ class MemoryStore:
 
     def kill_switch_key(self, model: str) -> str:
         return f"{self.prefix}{model}/kill_switch.json"
+
+    def pointer_key(self, model: str) -> str:
+        return f"{self.prefix}{model}/current.json"
 
     def load(self, model: str, version: str | None = None, *, trusted_types: Any) -> LoadedModel:
         version = version or (self.pointer.version if self.pointer else None)
@@ -149,9 +184,17 @@ class TickClock:
 
 
 def publish(store: ModelStore, artefact: bytes, model: str = "price_suggestion") -> str:
-    """Publish as the training job does (artefact, metadata, then the pointer); returns the version."""
+    """Publish a candidate as the training job does (artefact, metadata, then candidate.json); returns it."""
     return store.publish(model, artefact, {"metrics": {}, "reference_stats": {}, "training_rows": TRAINING_ROWS,
                                            "code_version": "test"})
+
+
+def publish_live(store: ModelStore, artefact: bytes, model: str = "price_suggestion") -> str:
+    """Publish, then what a passing validation does: mark it validated and make it live."""
+    version = publish(store, artefact, model)
+    store.mark_validated(model, version)
+    store.promote(model, version, reason="validator: test")
+    return version
 
 
 def pointer_event(bucket: str, key: str, *, detail_type: str = "Object Created") -> dict[str, Any]:
@@ -186,13 +229,23 @@ def shared_aws(request: Any, tmp_path_factory: Any) -> Aws:
 
 
 @contextmanager
-def serving(model_definition: ModelDefinition, store: Any, **config: Any) -> Iterator[tuple[BackgroundServer, Any]]:
-    """The real app on a free 127.0.0.1 port, checking the pointer every 0.2 s in the background; stopped after."""
-    settings = dict(reload_seconds=0.2, allow_version_header=True, environ={})
+def serving(model_definition: Any, store: Any, **config: Any) -> Iterator[tuple[BackgroundServer, Any]]:
+    """The real app on a free 127.0.0.1 port, polling the pointer every 0.2 s in the background; stopped after."""
+    settings = dict(reload_seconds=0.2, environ={})
     settings.update(config)
     app = create_app(model_definition, store, config=ServingConfig(**settings))
-    with BackgroundServer(app) as server:
-        yield server, app
+    try:
+        with BackgroundServer(app) as server:
+            yield server, app
+    finally:
+        app.extensions["ml_serving"].stop()
+
+
+def internal(client: Any, store: Any, version: str, body: Mapping[str, Any], *, model: str = "price_suggestion",
+             endpoint: str = "/v1/price-suggestion", key: bytes | None = None) -> Any:
+    """The validator's signed request for ``version`` (over HTTP with an HttpClient)."""
+    return client.request("POST", f"/internal/validate/{model}/{version}{endpoint}", dict(body),
+                          validation_key=key if key is not None else store.validation_key(create=True))
 
 
 def get_json(url: str) -> tuple[int, Any]:
@@ -209,8 +262,12 @@ def wait_for_health(url: str, probe: Callable[[Mapping[str, Any]], bool], what: 
     wait_until(lambda: probe(get_json(f"{url}/health")[1]), timeout, what)
 
 
-def stable_version(health: Mapping[str, Any]) -> str | None:
-    stable = health["served"]["stable"]
+def model_health(health: Mapping[str, Any], model: str = "price_suggestion") -> Mapping[str, Any]:
+    return health["models"][model]
+
+
+def stable_version(health: Mapping[str, Any], model: str = "price_suggestion") -> str | None:
+    stable = health["models"][model]["served"]["stable"]
     return stable["version"] if stable else None
 
 

@@ -35,7 +35,8 @@ from handlers.ml.definition_data import parse_checks, parse_data
 from handlers.ml.definition_fields import entry_point, mapping, number, text
 from handlers.ml.definition_serving import parse_endpoints, parse_golden_requests, parse_guard_rails
 from handlers.ml.definition_types import EvaluationSpec, MetricThreshold, ModelDefinition, RelativeThreshold
-from handlers.ml.metrics import METRICS
+from handlers.ml.metrics import CLASSIFICATION, METRICS, REGRESSION
+from handlers.schema.errors import DefinitionError
 from handlers.schema.rules import known_keys, parse_yaml, read_bytes, require, required_keys
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,62}$")
@@ -52,15 +53,16 @@ BASE_TRUSTED_TYPES = ("builtins.dict", "builtins.list", "builtins.tuple", "built
                       "numpy.str_", "numpy.object_", "numpy.random.mtrand.RandomState")
 
 
-def _evaluation(doc: dict[str, Any], filename: str) -> EvaluationSpec:
+def _evaluation(doc: dict[str, Any], filename: str, task: str = REGRESSION) -> EvaluationSpec:
     evaluation = mapping(doc, "evaluation", filename, "evaluation")
     known_keys(evaluation, {"metrics", "thresholds", "relative_to_current", "relative_confidence"}, filename,
                "evaluation")
     metrics = evaluation.get("metrics")
     require(isinstance(metrics, list) and metrics, filename, "evaluation.metrics", "a non-empty list of metrics")
     for i, metric in enumerate(metrics):
-        require(metric in METRICS, filename, f"evaluation.metrics[{i}]",
-                f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+        known = [name for name, m in METRICS.items() if m.task == task]
+        require(metric in known, filename, f"evaluation.metrics[{i}]",
+                f"unknown {task} metric {metric!r} (as the label's kind says); known: {', '.join(known)}")
     thresholds = []
     for metric, rule in mapping(evaluation, "thresholds", filename, "evaluation.thresholds", required=False).items():
         where = f"evaluation.thresholds.{metric}"
@@ -127,6 +129,7 @@ def parse_definition(doc: Any, filename: str, *, catalog: Any = None, resolve: b
     serving = mapping(doc, "serving", filename, "serving")
     known_keys(serving, {"predict", "endpoints"}, filename, "serving")
     endpoints = parse_endpoints(serving, filename, data)
+    task = CLASSIFICATION if data.label.kind == "categorical" else REGRESSION
     return ModelDefinition(
         name=name, description=text(doc, "description", filename, "description"),
         owner=text(doc, "owner", filename, "owner"), filename=filename, sha256=sha256, data=data, checks=checks,
@@ -134,8 +137,8 @@ def parse_definition(doc: Any, filename: str, *, catalog: Any = None, resolve: b
         predict_batch=entry_point(training.get("predict_batch"), filename, "training.predict_batch",
                                   resolve=resolve),
         predict=entry_point(serving.get("predict"), filename, "serving.predict", resolve=resolve),
-        evaluation=_evaluation(doc, filename), trusted_types=_trusted_types(doc, filename), endpoints=endpoints,
-        guard_rails=parse_guard_rails(doc, filename, endpoints),
+        evaluation=_evaluation(doc, filename, task), trusted_types=_trusted_types(doc, filename),
+        endpoints=endpoints, guard_rails=parse_guard_rails(doc, filename, endpoints, data.label.kind),
         golden_requests=parse_golden_requests(doc, filename, endpoints),
     )
 
@@ -149,9 +152,30 @@ def load_definition(path: Path | str, *, catalog: Any = None, resolve: bool = Tr
 
 
 def load_definitions(directory: Path | str, *, catalog: Any = None, resolve: bool = True) -> dict[str, ModelDefinition]:
-    """Every ``*.yaml`` under ``directory`` (the serving wrapper and validator load them all at start-up)."""
+    """Every ``*.yaml`` under ``directory``; the first broken one raises (tools that must see every file whole)."""
     out = {}
     for path in sorted(Path(directory).glob("*.yaml")):
         definition = load_definition(path, catalog=catalog, resolve=resolve)
         out[definition.name] = definition
     return out
+
+
+def load_definitions_safely(directory: Path | str, *, catalog: Any = None, resolve: bool = True,
+                            only: Any = None) -> tuple[dict[str, ModelDefinition], dict[str, DefinitionError]]:
+    """Every ``*.yaml`` under ``directory`` that loads, and the error of each that does not (by file name).
+
+    What the serving fleet and the validator use: one broken model definition disables that model (its caller
+    reports it), never the others. ``only`` (names) restricts to some models (a deployment serving a subset).
+    """
+    loaded: dict[str, ModelDefinition] = {}
+    broken: dict[str, DefinitionError] = {}
+    for path in sorted(Path(directory).glob("*.yaml")):
+        if only is not None and path.stem not in only:
+            continue
+        try:
+            definition = load_definition(path, catalog=catalog, resolve=resolve)
+        except DefinitionError as exc:
+            broken[path.name] = exc
+            continue
+        loaded[definition.name] = definition
+    return loaded, broken

@@ -57,31 +57,55 @@ def parse_endpoints(serving: dict[str, Any], filename: str, data: DataSpec) -> t
     return tuple(endpoints)
 
 
-def parse_guard_rails(doc: dict[str, Any], filename: str, endpoints: tuple[Endpoint, ...]) -> GuardRails:
+def parse_guard_rails(doc: dict[str, Any], filename: str, endpoints: tuple[Endpoint, ...],
+                      label_kind: str = "numeric") -> GuardRails:
+    """A regression's rails bound a number (``output: {field, min, max}``, optional ``max_change``); a
+    classifier's name the answers it may give (``output: {field, values}``) and optionally the confidence it
+    needs (``min_confidence: {field, min}``), below which the wrapper abstains."""
     rails = mapping(doc, "guard_rails", filename, "guard_rails")
-    known_keys(rails, {"output", "max_change", "kill_switch"}, filename, "guard_rails")
+    known_keys(rails, {"output", "max_change", "min_confidence", "kill_switch"}, filename, "guard_rails")
     output = mapping(rails, "output", filename, "guard_rails.output")
-    known_keys(output, {"field", "min", "max"}, filename, "guard_rails.output")
+    known_keys(output, {"field", "min", "max", "values"}, filename, "guard_rails.output")
     output_field = output.get("field")
     require(all(output_field in e.outputs for e in endpoints), filename, "guard_rails.output.field",
             f"{output_field!r} is not an output of every endpoint")
-    low = number(output.get("min"), filename, "guard_rails.output.min")
-    high = number(output.get("max"), filename, "guard_rails.output.max")
-    require(low < high, filename, "guard_rails.output", "min must be below max")
-    change = mapping(rails, "max_change", filename, "guard_rails.max_change")
-    known_keys(change, {"max_relative", "window"}, filename, "guard_rails.max_change")
     kill = mapping(rails, "kill_switch", filename, "guard_rails.kill_switch")
     known_keys(kill, {"env"}, filename, "guard_rails.kill_switch")
     env = kill.get("env")
     require(isinstance(env, str) and ENV_PATTERN.match(env) is not None, filename, "guard_rails.kill_switch.env",
             "an environment variable name in capitals, e.g. PRICE_SUGGESTION_DISABLED")
-    return GuardRails(
-        output_field=output_field, output_min=low, output_max=high,
-        max_change_relative=number(change.get("max_relative"), filename, "guard_rails.max_change.max_relative",
-                                   low=0.0),
-        max_change_window_seconds=duration(change.get("window"), filename, "guard_rails.max_change.window"),
-        kill_switch_env=env,
-    )
+    if label_kind == "categorical":
+        require("values" in output and not ({"min", "max"} & set(output)), filename, "guard_rails.output",
+                "a classifier's output names its allowed answers: values (not min/max)")
+        values = output["values"]
+        require(isinstance(values, list) and values and all(isinstance(v, str) and v for v in values)
+                and len(set(values)) == len(values), filename, "guard_rails.output.values",
+                "a non-empty list of distinct category names")
+        require("max_change" not in rails, filename, "guard_rails.max_change",
+                "a maximum change applies to a number; a classifier limits itself with min_confidence")
+        confidence_field, confidence = None, None
+        if "min_confidence" in rails:
+            spec = mapping(rails, "min_confidence", filename, "guard_rails.min_confidence")
+            known_keys(spec, {"field", "min"}, filename, "guard_rails.min_confidence")
+            confidence_field = spec.get("field")
+            require(all(confidence_field in e.outputs for e in endpoints), filename,
+                    "guard_rails.min_confidence.field", f"{confidence_field!r} is not an output of every endpoint")
+            confidence = number(spec.get("min"), filename, "guard_rails.min_confidence.min", low=0.0, high=1.0)
+        return GuardRails(output_field=output_field, output_values=tuple(values), kill_switch_env=env,
+                          min_confidence_field=confidence_field, min_confidence=confidence)
+    require("values" not in output and "min_confidence" not in rails, filename, "guard_rails.output",
+            "a regression's output is bounded by min and max (values and min_confidence are for classifiers)")
+    low = number(output.get("min"), filename, "guard_rails.output.min")
+    high = number(output.get("max"), filename, "guard_rails.output.max")
+    require(low < high, filename, "guard_rails.output", "min must be below max")
+    relative, window = None, None
+    if "max_change" in rails:
+        change = mapping(rails, "max_change", filename, "guard_rails.max_change")
+        known_keys(change, {"max_relative", "window"}, filename, "guard_rails.max_change")
+        relative = number(change.get("max_relative"), filename, "guard_rails.max_change.max_relative", low=0.0)
+        window = duration(change.get("window"), filename, "guard_rails.max_change.window")
+    return GuardRails(output_field=output_field, output_min=low, output_max=high, max_change_relative=relative,
+                      max_change_window_seconds=window, kill_switch_env=env)
 
 
 def parse_expectation(field_name: str, rule: Any, filename: str, where: str) -> Expectation:

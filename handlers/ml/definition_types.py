@@ -218,27 +218,40 @@ class GoldenRequest:
 class GuardRails:
     """Limits on what a published model may do.
 
-    * ``output_field`` must stay within [``output_min``, ``output_max``]; an answer outside is never served.
-    * ``max_change_relative`` / ``max_change_window_seconds``: within that window the answer to the same input
-      may move by at most that fraction. Training refuses a candidate whose median change against the current
-      model on the holdout exceeds it; the serving wrapper caps what it serves within the window.
+    * ``output_field`` is the guarded answer. A regression's (numeric label) must stay within [``output_min``,
+      ``output_max``]: an answer outside is never served as is (clamped). A classifier's (categorical label) must
+      be one of ``output_values``, with at least ``min_confidence`` in ``min_confidence_field`` when set:
+      otherwise the wrapper abstains (answers ``null``).
+    * ``max_change_relative`` / ``max_change_window_seconds`` (numeric only, optional): the answer to the same
+      normalised input may move by at most a factor ``1 + max_change_relative`` per window, sliding. Training
+      refuses a candidate whose median change against the current model on the holdout exceeds it.
     * ``kill_switch_env``: an environment variable that, when true, turns the model off (the store also keeps
-      a kill-switch flag per model, set by an operator with :func:`handlers.ml.killswitch.switch`, for a switch
-      without a redeploy).
+      a kill switch per model, set by an operator with :mod:`handlers.ml.killswitch`, without a redeploy).
     """
 
     output_field: str
-    output_min: float
-    output_max: float
-    max_change_relative: float
-    max_change_window_seconds: int
-    kill_switch_env: str
+    output_min: float | None = None
+    output_max: float | None = None
+    max_change_relative: float | None = None
+    max_change_window_seconds: int | None = None
+    kill_switch_env: str = ""
+    output_values: tuple[str, ...] | None = None
+    min_confidence_field: str | None = None
+    min_confidence: float | None = None
+
+    @property
+    def categorical(self) -> bool:
+        return self.output_values is not None
 
     def output_problem(self, response: Mapping[str, Any]) -> str | None:
         value = response.get(self.output_field)
+        if self.output_values is not None:
+            if value not in self.output_values:
+                return f"{self.output_field}: {value!r} is not one of the declared values"
+            return None
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             return f"{self.output_field}: {value!r} is not a finite number"
-        if not self.output_min <= value <= self.output_max:
+        if not self.output_min <= value <= self.output_max:  # type: ignore[operator]
             return (f"{self.output_field}: {value:g} is outside the guard rail "
                     f"[{self.output_min:g}, {self.output_max:g}]")
         return None

@@ -19,7 +19,8 @@ from __future__ import annotations
 from handlers.ml.report import TrainingReport
 
 __all__ = ["InvalidModelInput", "StoreError", "ModelNotFound", "NoCurrentModel", "ChecksumMismatch", "UntrustedTypes",
-           "InvalidKillSwitch", "NoValidatedVersion", "TrainingRejected", "DataChecksFailed", "GatesFailed",
+           "InvalidKillSwitch", "InvalidPointer", "NotValidated", "NoValidatedVersion",
+           "TrainingRejected", "DataChecksFailed", "GatesFailed",
            "TrainingDataError"]
 
 
@@ -51,8 +52,8 @@ class ModelNotFound(StoreError):
 class NoCurrentModel(StoreError):
     """No version has been published for this model yet (there is no pointer)."""
 
-    def __init__(self, model: str) -> None:
-        super().__init__(model, "no current version: nothing has been published yet")
+    def __init__(self, model: str, key: str | None = None) -> None:
+        super().__init__(model, "no live version: nothing has been validated and promoted yet", key=key)
 
 
 class ChecksumMismatch(StoreError):
@@ -74,20 +75,38 @@ class UntrustedTypes(StoreError):
 
 
 class InvalidKillSwitch(StoreError):
-    """The model's ``kill_switch.json`` is not in its format (:class:`handlers.ml.store.KillSwitch`): refused."""
+    """The model's ``kill_switch.json`` is not in its format (:class:`handlers.ml.store_types.KillSwitch`): refused,
+    and every reader treats the model as switched off until an operator writes it again."""
 
     def __init__(self, model: str, key: str, problem: str) -> None:
         self.problem = problem
-        super().__init__(model, f"the kill switch is malformed: {problem}; write it with "
-                                f"handlers.ml.killswitch.switch", key=key)
+        super().__init__(model, f"the kill switch is malformed: {problem}; the model is treated as switched off "
+                                f"until it is written again (letgo ml kill|revive)", key=key)
+
+
+class InvalidPointer(StoreError):
+    """``current.json`` or ``candidate.json`` is not a pointer (not JSON, a field missing or of the wrong type)."""
+
+    def __init__(self, model: str, key: str, problem: str) -> None:
+        self.problem = problem
+        super().__init__(model, f"the pointer is unreadable: {problem}", key=key)
+
+
+class NotValidated(StoreError):
+    """The live pointer may only name a version the validator accepted (and nobody rejected since)."""
+
+    def __init__(self, model: str, version: str, verdict: str, key: str | None = None) -> None:
+        self.version, self.verdict = version, verdict
+        super().__init__(model, f"version {version} is {verdict}: only validated versions go live", key=key)
 
 
 class NoValidatedVersion(StoreError):
-    """A rollback found no validated version older than the current one to go back to."""
+    """A rollback found no validated, intact version to go back to; ``tried`` says what was refused and why."""
 
-    def __init__(self, model: str, current: str | None) -> None:
-        self.current = current
-        super().__init__(model, f"no validated version older than {current or '(none)'} to roll back to")
+    def __init__(self, model: str, current: str | None, tried: tuple[str, ...] = ()) -> None:
+        self.current, self.tried = current, tried
+        super().__init__(model, f"no validated version other than {current or '(none)'} to roll back to"
+                                + (f" ({'; '.join(tried)})" if tried else ""))
 
 
 class TrainingRejected(Exception):

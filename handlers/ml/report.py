@@ -153,6 +153,7 @@ class TrainingReport:
     metrics: Mapping[str, float] = field(default_factory=dict)
     baseline: Baseline | None = None
     gates: tuple[Gate, ...] = ()
+    notes: tuple[str, ...] = ()  # what the run had to work around (e.g. an unreadable live version)
 
     def failed_keys(self) -> list[str]:
         """Short names of what failed (``drift:category``, ``threshold:mape``): the alert's fingerprint."""
@@ -169,7 +170,7 @@ class TrainingReport:
             head += f" as version {self.version}"
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in self.metrics.items())
         body = [f"rows: train {self.train_rows}, holdout {self.holdout_rows}" + (f"; {metrics}" if metrics else "")]
-        return "\n".join([head, *body, *self.failures()])
+        return "\n".join([head, *body, *self.notes, *self.failures()])
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -182,5 +183,6 @@ class TrainingReport:
             "rows": {"train": self.train_rows, "holdout": self.holdout_rows}, "metrics": dict(self.metrics),
             "baseline": {**asdict(self.baseline), "metrics": dict(self.baseline.metrics)} if self.baseline else None,
             "gates": [asdict(g) for g in self.gates], "failed": self.failed_keys(), "failures": self.failures(),
+            "notes": list(self.notes),
         }
 

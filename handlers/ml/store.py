@@ -1,172 +1,73 @@
-"""The model store on S3: immutable versions, one pointer that moves only on success, safe loading.
+"""The model store on S3: immutable versions, a candidate, a live pointer that names validated versions only.
 
 Layout under ``s3://<bucket>/<prefix>`` (prefix ``models/`` by default)::
 
     <name>/versions/<version>/model.skops       the artefact (skops; never pickle)
     <name>/versions/<version>/metadata.json     metrics, reference statistics (the drift baseline), code version,
                                                 sha256 of the artefact, created_at, training rows, ...
-    <name>/current.json                         the pointer: which version is served
-    <name>/validated/<version>.json             one marker per version the validator accepted
-    <name>/pointer-log/<time>-<version>.json    every move of the pointer, with its reason (audit trail)
-    <name>/kill_switch.json                     an operator's off switch for the model (:class:`KillSwitch`)
+    <name>/candidate.json                       the newest published version, awaiting the validator
+    <name>/current.json                         the live pointer: the version users get (validated only)
+    <name>/validated/<version>.json             the validator accepted it live (a rollback target)
+    <name>/rejected/<version>.json              it failed validation or was rolled back from: never live again
+    <name>/pointer-log/<time>-<version>.json    every move of the live pointer, with its reason (the audit trail,
+                                                and the order rollbacks follow)
+    <name>/kill_switch.json                     an operator's off switch (:class:`~handlers.ml.store_types.KillSwitch`)
+    _validation/key.json                        the key that signs the validator's internal requests
 
 Why this shape:
 
-* **Versions are immutable and named by content**: ``<UTC time to the ms>Z-<first 12 hex of sha256>``, so
-  names sort by age and one version name can never hold two different artefacts. Publishing the artefact
-  the pointer already names is a no-op; every write goes to a deterministic key, so a retried write
-  rewrites the same bytes.
-* **The pointer moves last**: :meth:`ModelStore.publish` uploads the artefact, then its metadata, checks the
-  artefact landed whole, and only then rewrites ``current.json``. A crash at any step leaves the previous
-  model served; readers only ever follow the pointer to a complete version.
-* **Rollback goes to a validated version**: the validator marks a version validated after it answered the
-  golden requests live; :meth:`ModelStore.rollback` moves the pointer to the newest validated version older
-  than the current one, after checking that version's checksum.
-* **Loading verifies before it deserialises**: the artefact's sha256 must match the metadata (and the
-  pointer, when loading the current version); only then are its types checked against the allow-list and
-  the object rebuilt (:mod:`handlers.ml.artifacts`). Tampered bytes are never parsed.
+* **Candidate → validated → live.** Training publishes a *candidate* (:meth:`ModelStore.publish`: artefact,
+  metadata, a check that the artefact landed whole, then ``candidate.json``). Users never get a candidate: the
+  validator asks it the golden requests on the serving fleet's internal path, and only then marks it validated
+  and moves the live pointer (:meth:`ModelStore.promote` refuses anything else). A crash at any step leaves
+  the live version served.
+* **Versions are immutable and named by content** (:func:`~handlers.ml.store_types.version_name`), so names sort
+  by age and one name never holds two artefacts; a retried write rewrites the same bytes.
+* **Rollback follows the pointer log, not the names.** :meth:`ModelStore.rollback` marks the live version
+  rejected and goes back to the newest version that was *live before* (newest log entry first) and is
+  validated, not rejected and intact (checksum verified) — whatever the names of hand-written or missing
+  versions sort like. A pointer that is unreadable or names a missing version is found by
+  :meth:`ModelStore.live_problem` (the validator runs it on every write of ``current.json``) and rolled back.
+* **Loading verifies before it deserialises**: the artefact's sha256 must match the metadata (and the pointer,
+  when loading the live version); only then are its types checked against the allow-list and the object
+  rebuilt (:mod:`handlers.ml.artifacts`). Tampered bytes are never parsed.
+* **Every failure is a** :class:`~handlers.ml.errors.StoreError` **with the key**: an S3 error, a missing
+  object, a garbled pointer, metadata or kill switch (each parsed strictly in :mod:`handlers.ml.store_types`).
 
 The S3 client is injected or created lazily (:func:`handlers.core.aws.client`), so moto and the local stage
-point it elsewhere. ``ClientError`` becomes :class:`~handlers.ml.errors.StoreError` or one of its kinds.
-Single writer assumed per model (the scheduled training job; the validator only rolls back); S3 bucket
-versioning (on in the storage layer) keeps every overwritten pointer recoverable.
+point it elsewhere. Writers: the training job (versions, the candidate), the validator (markers, the live
+pointer, rollbacks), operators (the kill switch, rollbacks). S3 bucket versioning (on in the storage layer)
+keeps every overwritten pointer recoverable.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import platform
-from dataclasses import dataclass, field
+import secrets
 from datetime import datetime, timezone
-from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
 
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
-from handlers.ml.errors import (ChecksumMismatch, InvalidKillSwitch, ModelNotFound, NoCurrentModel, NoValidatedVersion,
-                                StoreError, UntrustedTypes)
+from handlers.ml.errors import (ChecksumMismatch, InvalidPointer, ModelNotFound, NoCurrentModel, NotValidated,
+                                NoValidatedVersion, StoreError, UntrustedTypes)
+from handlers.ml.store_types import (KillSwitch, LoadedModel, ModelMetadata, Pointer, iso, parse_json_object,
+                                     sha256_hex, utc, version_name)
 
 log = logging.getLogger(__name__)
 
 ARTEFACT = "model.skops"
 METADATA = "metadata.json"
 REQUIRED_METADATA = ("metrics", "reference_stats", "training_rows")
+VALIDATED, REJECTED, UNVALIDATED = "validated", "rejected", "unvalidated"
+ROLLBACK_PREFIX = "rollback:"
 _JSON = orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 
 
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
-def _iso(moment: datetime) -> str:
-    return _utc(moment).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def version_name(created_at: datetime, sha256: str) -> str:
-    moment = _utc(created_at)
-    return f"{moment:%Y%m%dT%H%M%S}{moment.microsecond // 1000:03d}Z-{sha256[:12]}"
-
-
-@dataclass(frozen=True)
-class Pointer:
-    """``current.json``: the version served, its checksum, when and why the pointer last moved."""
-
-    model: str
-    version: str
-    sha256: str
-    updated_at: str
-    reason: str
-    previous: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "version": self.version, "sha256": self.sha256, "updated_at": self.updated_at,
-                "reason": self.reason, "previous": self.previous}
-
-
-@dataclass(frozen=True)
-class ModelMetadata:
-    """``metadata.json`` of one version. ``extra`` holds everything else the training job recorded."""
-
-    model: str
-    version: str
-    created_at: str
-    sha256: str
-    size_bytes: int
-    code_version: str
-    training_rows: int
-    metrics: Mapping[str, float]
-    reference_stats: Mapping[str, Any]
-    extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-
-    _FIELDS = ("model", "version", "created_at", "sha256", "size_bytes", "code_version", "training_rows", "metrics",
-               "reference_stats")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**dict(self.extra), **{name: getattr(self, name) for name in self._FIELDS}}
-
-    @classmethod
-    def from_dict(cls, document: Mapping[str, Any]) -> "ModelMetadata":
-        missing = [name for name in cls._FIELDS if name not in document]
-        if missing:
-            raise ValueError(f"metadata without {', '.join(missing)}")
-        return cls(**{name: document[name] for name in cls._FIELDS},
-                   extra=MappingProxyType({k: v for k, v in document.items() if k not in cls._FIELDS}))
-
-
-@dataclass(frozen=True)
-class KillSwitch:
-    """``kill_switch.json``: whether an operator switched the model off, why, and when.
-
-    The file is ``{"model": ..., "on": true|false, "reason": "...", "updated_at": "...Z"}``. ``on`` must be a JSON
-    boolean — ``"false"`` is a string, and a string read as truthy would switch a model off — and ``reason`` and
-    ``updated_at``, when present, strings; other keys are ignored (a newer writer may add some). No
-    file means off. See :mod:`handlers.ml.killswitch` for the operator's functions.
-    """
-
-    model: str
-    on: bool
-    reason: str = ""
-    updated_at: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "on": self.on, "reason": self.reason, "updated_at": self.updated_at}
-
-    @classmethod
-    def from_json(cls, model: str, key: str, body: bytes) -> "KillSwitch":
-        """The switch in ``body``; :class:`InvalidKillSwitch` naming what is wrong when it is not in the format."""
-        try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidKillSwitch(model, key, f"not JSON ({exc})") from None
-        if not isinstance(document, dict):
-            raise InvalidKillSwitch(model, key, f"a JSON object is expected, not {type(document).__name__}")
-        if not isinstance(document.get("on"), bool):
-            raise InvalidKillSwitch(model, key, f"'on' must be true or false (a JSON boolean), not "
-                                                f"{orjson.dumps(document.get('on')).decode()}")
-        for name in ("reason", "updated_at"):
-            if document.get(name) is not None and not isinstance(document[name], str):
-                raise InvalidKillSwitch(model, key, f"'{name}' must be a string")
-        return cls(model, document["on"], document.get("reason") or "", document.get("updated_at"))
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A deserialised artefact and the metadata it was verified against."""
-
-    model_name: str
-    version: str
-    metadata: ModelMetadata
-    model: Any = field(repr=False)
-
-
 class ModelStore:
-    """Versions, pointer, validation markers and kill switch of models in one bucket (one wrapper over S3)."""
+    """Versions, pointers, verdicts and kill switch of models in one bucket (one wrapper over S3)."""
 
     def __init__(self, bucket: str, *, prefix: str = "models/", s3: Any = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
@@ -195,11 +96,24 @@ class ModelStore:
     def pointer_key(self, model: str) -> str:
         return f"{self._root(model)}current.json"
 
+    def candidate_key(self, model: str) -> str:
+        return f"{self._root(model)}candidate.json"
+
     def validated_key(self, model: str, version: str) -> str:
         return f"{self._root(model)}validated/{version}.json"
 
+    def rejected_key(self, model: str, version: str) -> str:
+        return f"{self._root(model)}rejected/{version}.json"
+
+    def log_prefix(self, model: str) -> str:
+        return f"{self._root(model)}pointer-log/"
+
     def kill_switch_key(self, model: str) -> str:
         return f"{self._root(model)}kill_switch.json"
+
+    @property
+    def validation_key_key(self) -> str:
+        return f"{self.prefix}_validation/key.json"
 
     # S3 in our terms -------------------------------------------------------------------------------------------
     def _put(self, model: str, key: str, body: bytes, content_type: str) -> None:
@@ -239,60 +153,85 @@ class ModelStore:
             raise StoreError(model, f"cannot list: {exc}", key=prefix) from None
         return sorted(keys)
 
+    def _names(self, model: str, folder: str) -> list[str]:
+        """The ``<name>`` of every ``<root>/<folder>/<name>.json`` (markers), sorted."""
+        prefix = f"{self._root(model)}{folder}/"
+        return sorted(key[len(prefix):-len(".json")] for key in self._list(model, prefix) if key.endswith(".json"))
+
     # reading ---------------------------------------------------------------------------------------------------
+    def _pointer(self, model: str, key: str) -> Pointer | None:
+        body = self._get(model, key)
+        return None if body is None else Pointer.from_json(model, key, body)
+
     def current(self, model: str) -> Pointer | None:
-        """The pointer, or None before the first publish."""
-        body = self._get(model, self.pointer_key(model))
-        if body is None:
-            return None
-        document = orjson.loads(body)
-        return Pointer(document["model"], document["version"], document["sha256"], document["updated_at"],
-                       document["reason"], document.get("previous"))
+        """The live pointer, or None before the first promotion; :class:`InvalidPointer` when unreadable."""
+        return self._pointer(model, self.pointer_key(model))
+
+    def candidate(self, model: str) -> Pointer | None:
+        """The newest published version awaiting validation (None when nothing was published)."""
+        return self._pointer(model, self.candidate_key(model))
 
     def current_version(self, model: str) -> str | None:
         pointer = self.current(model)
         return pointer.version if pointer else None
 
     def metadata(self, model: str, version: str | None = None) -> ModelMetadata:
-        """A version's metadata (the current version's when ``version`` is None)."""
+        """A version's metadata (the live version's when ``version`` is None)."""
         version = version or self._current_or_raise(model).version
-        body = self._get(model, self.metadata_key(model, version))
+        key = self.metadata_key(model, version)
+        body = self._get(model, key)
         if body is None:
-            raise ModelNotFound(model, version, self.metadata_key(model, version))
-        return ModelMetadata.from_dict(orjson.loads(body))
+            raise ModelNotFound(model, version, key)
+        return ModelMetadata.from_json(model, key, body)
 
     def current_metadata(self, model: str) -> ModelMetadata | None:
-        """The served version's metadata (its metrics and drift reference), or None before the first publish."""
+        """The live version's metadata (its metrics and drift reference), or None before the first promotion."""
         pointer = self.current(model)
         return self.metadata(model, pointer.version) if pointer else None
 
     def versions(self, model: str) -> list[str]:
-        """Every published version, oldest first (whether or not the pointer ever named it)."""
+        """Every published version, oldest first (whether or not it was ever live)."""
         prefix = f"{self._root(model)}versions/"
         return sorted({key[len(prefix):].split("/", 1)[0] for key in self._list(model, prefix)
                        if key.endswith(f"/{METADATA}")})
 
+    def rejected_versions(self, model: str) -> list[str]:
+        return self._names(model, "rejected")
+
     def validated_versions(self, model: str) -> list[str]:
-        prefix = f"{self._root(model)}validated/"
-        return sorted(key[len(prefix):-len(".json")] for key in self._list(model, prefix) if key.endswith(".json"))
+        """Versions the validator accepted and nobody rejected since (the possible rollback targets)."""
+        rejected = set(self.rejected_versions(model))
+        return [v for v in self._names(model, "validated") if v not in rejected]
+
+    def verdict(self, model: str, version: str) -> str:
+        """``validated``, ``rejected`` (wins over validated: a rolled-back version) or ``unvalidated``."""
+        if self._size(model, self.rejected_key(model, version)) is not None:
+            return REJECTED
+        return VALIDATED if self._size(model, self.validated_key(model, version)) is not None else UNVALIDATED
+
+    def log_versions(self, model: str) -> list[str]:
+        """The versions the live pointer named, newest move first (read from the log's key names, no GETs)."""
+        prefix = self.log_prefix(model)
+        names = [key[len(prefix):-len(".json")] for key in self._list(model, prefix) if key.endswith(".json")]
+        return [name.split("-", 1)[1] for name in sorted(names, reverse=True) if "-" in name]
 
     def history(self, model: str) -> list[dict[str, Any]]:
-        """Every pointer move, oldest first."""
+        """Every move of the live pointer, oldest first."""
         out = []
-        for key in self._list(model, f"{self._root(model)}pointer-log/"):
+        for key in self._list(model, self.log_prefix(model)):
             body = self._get(model, key)
             if body is not None:
-                out.append(orjson.loads(body))
+                out.append(parse_json_object(model, key, body, "pointer log entry"))
         return out
 
     def _current_or_raise(self, model: str) -> Pointer:
         pointer = self.current(model)
         if pointer is None:
-            raise NoCurrentModel(model)
+            raise NoCurrentModel(model, self.pointer_key(model))
         return pointer
 
     def verified_bytes(self, model: str, version: str | None = None) -> tuple[bytes, ModelMetadata]:
-        """The artefact's bytes after checking their sha256 against the metadata (and the pointer when current)."""
+        """The artefact's bytes after checking their sha256 against the metadata (and the pointer when live)."""
         pointer = self._current_or_raise(model) if version is None else None
         version = version or pointer.version  # type: ignore[union-attr]
         meta = self.metadata(model, version)
@@ -311,7 +250,7 @@ class ModelStore:
     def load(self, model: str, version: str | None = None, *, trusted_types: Iterable[str]) -> LoadedModel:
         """Download, verify the checksum, check the types against ``trusted_types``, then deserialise.
 
-        ``version`` None loads the current one (:class:`NoCurrentModel` before the first publish). Raises
+        ``version`` None loads the live one (:class:`NoCurrentModel` before the first promotion). Raises
         :class:`ChecksumMismatch` or :class:`UntrustedTypes` without deserialising anything.
         """
         from handlers.ml import artifacts  # skops/scikit-learn: only where a model is rebuilt (not the validator)
@@ -329,25 +268,37 @@ class ModelStore:
         return LoadedModel(model, meta.version, meta, obj)
 
     # writing ---------------------------------------------------------------------------------------------------
+    def _live_or_none(self, model: str) -> Pointer | None:
+        """The live pointer, or None when there is none *or it is unreadable* (logged): for writers that must
+        carry on over a garbled pointer (publishing a replacement, rolling back)."""
+        try:
+            return self.current(model)
+        except InvalidPointer as exc:
+            log.error("%s", exc)
+            return None
+
     def publish(self, model: str, artefact: bytes, metadata: Mapping[str, Any]) -> str:
-        """Store a new version and point at it; returns the version.
+        """Store a new version and name it the candidate; returns the version. Users do not get it until the
+        validator promotes it.
 
         ``metadata`` must hold ``metrics``, ``reference_stats`` and ``training_rows``; ``code_version`` is
         recorded when given (else ``unknown``); every other key is kept as is. The store adds the version,
-        ``created_at``, ``sha256`` and ``size_bytes``. Order: artefact, metadata, check, pointer.
+        ``created_at``, ``sha256`` and ``size_bytes``. Order: artefact, metadata, check, candidate pointer.
+        Publishing the artefact that is already live or already the candidate is a no-op.
         """
         missing = [key for key in REQUIRED_METADATA if key not in metadata]
         if missing:
             raise StoreError(model, f"metadata needs {', '.join(missing)}")
         digest = sha256_hex(artefact)
-        pointer = self.current(model)
-        if pointer is not None and pointer.sha256 == digest:
-            log.info("model %s: this artefact is already the current version %s", model, pointer.version)
-            return pointer.version
+        live = self._live_or_none(model)
+        for pointer in (live, self._candidate_or_none(model)):
+            if pointer is not None and pointer.sha256 == digest:
+                log.info("model %s: this artefact is already version %s", model, pointer.version)
+                return pointer.version
         created = self.clock()
         version = version_name(created, digest)
-        document = {**{k: v for k, v in metadata.items() if k not in ModelMetadata._FIELDS},
-                    "model": model, "version": version, "created_at": _iso(created), "sha256": digest,
+        document = {**{k: v for k, v in metadata.items() if k not in ModelMetadata.FIELDS},
+                    "model": model, "version": version, "created_at": iso(created), "sha256": digest,
                     "size_bytes": len(artefact), "code_version": str(metadata.get("code_version") or "unknown"),
                     "training_rows": int(metadata["training_rows"]), "metrics": dict(metadata["metrics"]),
                     "reference_stats": dict(metadata["reference_stats"]),
@@ -356,55 +307,113 @@ class ModelStore:
         self._put(model, artefact_key, artefact, "application/octet-stream")
         self._put_json(model, self.metadata_key(model, version), document)
         if self._size(model, artefact_key) != len(artefact):
-            raise StoreError(model, f"version {version}: the artefact did not land whole; pointer not moved",
+            raise StoreError(model, f"version {version}: the artefact did not land whole; nothing published",
                              key=artefact_key)
-        self._move_pointer(model, version, digest, "published", pointer)
-        log.info("model %s: published version %s (%d bytes); pointer moved from %s", model, version, len(artefact),
-                 pointer.version if pointer else "(none)")
+        candidate = Pointer(model, version, digest, iso(self.clock()), "published",
+                            live.version if live else None)
+        self._put_json(model, self.candidate_key(model), candidate.to_dict())
+        log.info("model %s: published candidate %s (%d bytes); live stays %s", model, version, len(artefact),
+                 live.version if live else "(none)")
         return version
+
+    def _candidate_or_none(self, model: str) -> Pointer | None:
+        try:
+            return self.candidate(model)
+        except InvalidPointer as exc:
+            log.error("%s", exc)
+            return None
+
+    def announce_candidate(self, model: str, *, reason: str) -> Pointer | None:
+        """Write ``candidate.json`` again, unchanged but for its time and reason: the write event is what starts a
+        validation (e.g. after a revive, or to re-drive one that stayed inconclusive). None without a candidate."""
+        candidate = self.candidate(model)
+        if candidate is None:
+            return None
+        again = Pointer(model, candidate.version, candidate.sha256, iso(self.clock()), reason, candidate.previous)
+        self._put_json(model, self.candidate_key(model), again.to_dict())
+        return again
 
     def _move_pointer(self, model: str, version: str, digest: str, reason: str, previous: Pointer | None) -> Pointer:
         now = self.clock()
-        pointer = Pointer(model, version, digest, _iso(now), reason, previous.version if previous else None)
+        pointer = Pointer(model, version, digest, iso(now), reason, previous.version if previous else None)
         self._put_json(model, self.pointer_key(model), pointer.to_dict())
-        stamp = f"{_utc(now):%Y%m%dT%H%M%S%f}Z"
-        self._put_json(model, f"{self._root(model)}pointer-log/{stamp}-{version}.json", pointer.to_dict())
+        stamp = f"{utc(now):%Y%m%dT%H%M%S%f}Z"
+        self._put_json(model, f"{self.log_prefix(model)}{stamp}-{version}.json", pointer.to_dict())
         return pointer
 
     def promote(self, model: str, version: str, *, reason: str) -> Pointer:
-        """Point at an existing version (after verifying its artefact's checksum)."""
+        """Make a validated version live (after verifying its artefact's checksum); :class:`NotValidated` for any
+        other version: the live pointer never names a version the validator did not accept."""
+        verdict = self.verdict(model, version)
+        if verdict != VALIDATED:
+            raise NotValidated(model, version, verdict, key=self.validated_key(model, version))
         _, meta = self.verified_bytes(model, version)
-        return self._move_pointer(model, version, meta.sha256, reason, self.current(model))
+        pointer = self._move_pointer(model, version, meta.sha256, reason, self._live_or_none(model))
+        log.info("model %s: version %s is live (%s)", model, version, reason)
+        return pointer
 
     def mark_validated(self, model: str, version: str, *, note: str = "") -> None:
         """Record that ``version`` answered the golden requests live (idempotent)."""
         self.metadata(model, version)  # raises ModelNotFound for a version that does not exist
         self._put_json(model, self.validated_key(model, version),
-                       {"model": model, "version": version, "validated_at": _iso(self.clock()), "note": note})
+                       {"model": model, "version": version, "validated_at": iso(self.clock()), "note": note})
         log.info("model %s: version %s marked validated", model, version)
 
-    def rollback(self, model: str, *, reason: str) -> str:
-        """Move the pointer to the newest validated version older than the current one; returns it.
+    def reject(self, model: str, version: str, *, reason: str) -> None:
+        """Record that ``version`` must never be live again (failed validation, or rolled back from)."""
+        self._put_json(model, self.rejected_key(model, version),
+                       {"model": model, "version": version, "rejected_at": iso(self.clock()), "reason": reason})
+        log.warning("model %s: version %s rejected (%s)", model, version, reason)
 
-        Raises :class:`NoValidatedVersion` when there is none, and :class:`ChecksumMismatch` (pointer not moved)
-        when that version's artefact no longer matches its checksum.
+    def rollback(self, model: str, *, reason: str) -> str:
+        """Reject the live version and make the last version that was live before it live again; returns it.
+
+        The target is the newest entry of the pointer log (then, for stores older than the log, the newest
+        validated version by name) that is validated, not rejected and whose artefact still verifies. Works over
+        an unreadable pointer. Raises :class:`NoValidatedVersion` (listing what was refused) when none is left.
         """
-        pointer = self.current(model)
-        candidates = [v for v in self.validated_versions(model) if pointer is None or v < pointer.version]
-        if not candidates:
-            raise NoValidatedVersion(model, pointer.version if pointer else None)
-        target = candidates[-1]
-        self.promote(model, target, reason=f"rollback: {reason}")
-        log.warning("model %s: rolled back from %s to %s (%s)", model, pointer.version if pointer else "(none)",
-                    target, reason)
-        return target
+        live = self._live_or_none(model)
+        bad = live.version if live else None
+        if bad is not None:
+            self.reject(model, bad, reason=f"{ROLLBACK_PREFIX} {reason}")
+        validated = set(self.validated_versions(model))
+        tried: list[str] = []
+        for version in dict.fromkeys([*self.log_versions(model), *sorted(validated, reverse=True)]):
+            if version == bad or version not in validated:
+                continue
+            try:
+                _, meta = self.verified_bytes(model, version)
+            except StoreError as exc:
+                tried.append(f"{version}: {type(exc).__name__}")
+                log.error("model %s: rollback cannot use %s: %s", model, version, exc)
+                continue
+            self._move_pointer(model, version, meta.sha256, f"{ROLLBACK_PREFIX} {reason}", live)
+            log.warning("model %s: rolled back from %s to %s (%s)", model, bad or "(unreadable pointer)", version,
+                        reason)
+            return version
+        raise NoValidatedVersion(model, bad, tuple(tried))
+
+    def live_problem(self, model: str) -> str | None:
+        """What is wrong with the live pointer — unreadable, naming a missing, unvalidated or altered version —
+        or None when it is sound (or there is none yet). Downloads the artefact to verify its checksum."""
+        try:
+            pointer = self.current(model)
+            if pointer is None:
+                return None
+            verdict = self.verdict(model, pointer.version)
+            if verdict != VALIDATED:
+                return f"the live pointer names version {pointer.version}, which is {verdict}"
+            self.verified_bytes(model)
+        except StoreError as exc:
+            return str(exc)
+        return None
 
     # the kill switch -------------------------------------------------------------------------------------------
     def set_kill_switch(self, model: str, on: bool, *, reason: str = "") -> KillSwitch:
         """Write the switch (``on`` a bool, ``reason`` a string: nothing else is ever written); returns it."""
         if not isinstance(on, bool) or not isinstance(reason, str):
             raise TypeError(f"the kill switch is on=True|False with a string reason, not on={on!r} reason={reason!r}")
-        switch = KillSwitch(model, on, reason, _iso(self.clock()))
+        switch = KillSwitch(model, on, reason, iso(self.clock()))
         self._put_json(model, self.kill_switch_key(model), switch.to_dict())
         return switch
 
@@ -417,3 +426,23 @@ class ModelStore:
     def kill_switch(self, model: str) -> bool:
         """Whether the model is switched off in the store (:meth:`kill_switch_state`, its ``on``)."""
         return self.kill_switch_state(model).on
+
+    # the validator's signing key -------------------------------------------------------------------------------
+    def validation_key(self, *, create: bool = False) -> bytes | None:
+        """The key that signs the validator's internal requests (:mod:`handlers.ml.serving.auth`); the validator
+        creates it (``create``) the first time, serving processes only read it. None when there is none yet."""
+        key = self.validation_key_key
+        body = self._get("(validation)", key)
+        if body is None and create:
+            self._put_json("(validation)", key, {"key": secrets.token_hex(32), "created_at": iso(self.clock())})
+            body = self._get("(validation)", key)  # what is stored wins a race between two creators
+        if body is None:
+            return None
+        document = parse_json_object("(validation)", key, body, "validation key")
+        value = document.get("key")
+        if not isinstance(value, str) or len(value) < 32:
+            raise StoreError("(validation)", "the validation key is not a hex string of 16 bytes or more", key=key)
+        try:
+            return bytes.fromhex(value)
+        except ValueError:
+            raise StoreError("(validation)", "the validation key is not hex", key=key) from None

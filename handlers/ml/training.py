@@ -15,12 +15,16 @@ Stages (one log line each, with counts and timings, so a Batch job's log reads a
    split) for the relative thresholds and the guard rail on how far answers may move; the golden requests
    offline through the serving ``predict`` and the output guard rail. Any failed gate **rejects** the
    candidate: Sentry, :class:`~handlers.ml.errors.GatesFailed`.
-6. **publish** (:meth:`handlers.ml.store.ModelStore.publish`): artefact and metadata first, pointer last.
-   The new version awaits the validator, which marks it validated or rolls back.
+6. **publish** (:meth:`handlers.ml.store.ModelStore.publish`) as a *candidate*: artefact and metadata first,
+   ``candidate.json`` last. Users do not get it: the validator asks it the golden requests on the serving
+   fleet, then promotes it to live — or rejects it and alerts.
 
-If the current model cannot be loaded (tampered, removed, from an incompatible library), the relative gates
-fall back to its recorded metrics and the report says so: a broken current model must not prevent its
-replacement.
+Regressions and classifiers go through the same stages; what differs (labels as numbers or class names,
+predictions as numbers or class probabilities, their metrics) is :class:`Scored`'s and
+:mod:`handlers.ml.metrics`' business. If the current model cannot be loaded (tampered, removed, from an
+incompatible library), the relative gates fall back to its recorded metrics and the report says so; if the
+live pointer itself is unreadable or names a missing version, the run trains without a baseline (its notes say
+why): a broken live model must not prevent its replacement.
 """
 from __future__ import annotations
 
@@ -42,7 +46,7 @@ from handlers.ml.data import EVENTS_PREFIX, cap_rows, load_rows, split_holdout
 from handlers.ml.datachecks import reference_statistics, run_checks
 from handlers.ml.dataset import Dataset
 from handlers.ml.definition_types import ModelDefinition
-from handlers.ml.errors import DataChecksFailed, GatesFailed, InvalidModelInput
+from handlers.ml.errors import DataChecksFailed, GatesFailed, InvalidModelInput, StoreError
 from handlers.ml.metrics import METRICS, bootstrap_worse_by, evaluate
 from handlers.ml.report import Baseline, Decision, Gate, TrainingReport
 from handlers.ml.store import ModelStore
@@ -78,8 +82,55 @@ def library_versions() -> dict[str, str]:
 
 
 # -- judging ---------------------------------------------------------------------------------------------------
+def classifies(definition: ModelDefinition) -> bool:
+    return definition.data.label.kind == "categorical"
+
+
 def _labels(data: Dataset, definition: ModelDefinition) -> np.ndarray:
-    return np.asarray(data.column(definition.data.label.name), dtype=float)
+    """What the training entry point learns: floats for a regression, the class names for a classifier."""
+    values = data.column(definition.data.label.name)
+    if classifies(definition):
+        return np.asarray([str(v) for v in values], dtype=object)
+    return np.asarray(values, dtype=float)
+
+
+class Scored:
+    """A model's answers on the holdout in the form the metrics take (see :mod:`handlers.ml.metrics`).
+
+    Regression: ``predict_batch`` returns one number per row, compared as is. Classification: it returns
+    ``(classes, probabilities)``; every model is aligned on one class list (the holdout's classes and every
+    model's), so two models and the truth index the same columns, and a class a model never learnt counts
+    as probability 0.
+    """
+
+    def __init__(self, definition: ModelDefinition, holdout: Dataset) -> None:
+        self.classifier = classifies(definition)
+        self.definition, self.holdout = definition, holdout
+        self.universe: list[str] = sorted({str(v) for v in holdout.column(definition.data.label.name)})
+
+    def raw(self, model: Any, data: Dataset | None = None) -> Any:
+        out = self.definition.predict_batch(model, self.holdout if data is None else data)
+        if not self.classifier:
+            return np.asarray(out, dtype=float)
+        classes, probabilities = out
+        classes = [str(c) for c in classes]
+        self.universe = sorted(set(self.universe) | set(classes))
+        return classes, np.asarray(probabilities, dtype=float)
+
+    def matrix(self, raw: Any) -> np.ndarray:
+        if not self.classifier:
+            return raw
+        classes, probabilities = raw
+        out = np.zeros((probabilities.shape[0], len(self.universe)))
+        for j, name in enumerate(classes):
+            out[:, self.universe.index(name)] = probabilities[:, j]
+        return out
+
+    def truth(self) -> np.ndarray:
+        values = self.holdout.column(self.definition.data.label.name)
+        if not self.classifier:
+            return np.asarray(values, dtype=float)
+        return np.asarray([self.universe.index(str(v)) for v in values], dtype=float)
 
 
 def threshold_gates(definition: ModelDefinition, metrics: Mapping[str, float]) -> list[Gate]:
@@ -126,6 +177,9 @@ def relative_gates(definition: ModelDefinition, metrics: Mapping[str, float], ba
 def shift_gate(definition: ModelDefinition, candidate: np.ndarray, current: np.ndarray | None) -> Gate:
     """Median relative change of the answers on the holdout against the current model (the guard rail)."""
     limit = definition.guard_rails.max_change_relative
+    if classifies(definition) or limit is None:
+        return Gate("prediction_shift", True, None, limit, "no max_change rail (a classifier is judged by its "
+                                                           "relative gates)", skipped=True)
     if current is None:
         return Gate("prediction_shift", True, None, limit, "no current model to compare with", skipped=True)
     change = float(np.median(np.abs(candidate - current) / np.maximum(np.abs(current), 1e-9)))
@@ -134,19 +188,24 @@ def shift_gate(definition: ModelDefinition, candidate: np.ndarray, current: np.n
 
 
 def golden_gates(definition: ModelDefinition, model: Any) -> list[Gate]:
-    """Each golden request through the serving predict, the output guard rail and its expectations."""
+    """Each golden request through the serving predict, the output guard rail and its expectations — what the
+    validator will ask live, judged the same way (a clamped or withheld answer fails)."""
+    from handlers.ml.serving.guards import guard
+
     gates = []
     for golden in definition.golden_requests:
         endpoint = definition.endpoint(golden.endpoint)
         try:
             response = definition.predict(model, endpoint.validate(dict(golden.input)))
+            guarded = guard(definition.guard_rails, response)
         except InvalidModelInput as exc:
             gates.append(Gate(f"golden:{golden.name}", False, detail=f"input refused: {exc}"))
             continue
         except Exception as exc:  # noqa: BLE001 - a crashing predict is a failed gate, not a crashed job
             gates.append(Gate(f"golden:{golden.name}", False, detail=f"predict raised {type(exc).__name__}: {exc}"))
             continue
-        problems = [p for p in [definition.guard_rails.output_problem(response), *golden.problems(response)] if p]
+        problems = [p for p in [definition.guard_rails.output_problem(response) if not guarded.abstained else
+                                f"withheld: {guarded.why}", *golden.problems(guarded.outputs)] if p]
         gates.append(Gate(f"golden:{golden.name}", not problems, detail="; ".join(problems)))
     return gates
 
@@ -179,16 +238,21 @@ def run_training(definition: ModelDefinition, *, events_s3: Any, processed_bucke
     name = definition.name
     stage = _Stages(name, 6)
 
+    notes: list[str] = []
+
     def finish(decision: Decision, **parts: Any) -> TrainingReport:
         return TrainingReport(model=name, decision=decision, code_version=code,
                               started_at=started.isoformat(timespec="seconds"),
-                              duration_seconds=time.monotonic() - t0, **parts)
+                              duration_seconds=time.monotonic() - t0, notes=tuple(notes), **parts)
 
     stage("loading %s events, %d days to %s", definition.data.event_type, definition.data.lookback_days, end)
     loaded, load = load_rows(events_s3, processed_bucket, definition.data, end=end, prefix=events_prefix)
     dataset, sampling = cap_rows(loaded, definition.data)
 
-    current = store.current_metadata(name)
+    current, current_problem = _current(store, name)
+    if current_problem:
+        notes.append(f"the live version cannot be read ({current_problem}): no drift reference, no baseline; "
+                     f"this run can replace it")
     stage("checking %d rows%s", len(dataset),
           f" against the reference of version {current.version}" if current else " (no current model: no drift)")
     checks = run_checks(dataset, definition.checks, current.reference_stats if current else None)
@@ -208,10 +272,11 @@ def run_training(definition: ModelDefinition, *, events_s3: Any, processed_bucke
     stage("serialising with skops and reloading with the allow-list")
     artefact = artifacts.dumps(fitted)
     common = dict(load=load, sampling=sampling, checks=checks, train_rows=len(train), holdout_rows=len(holdout))
+    scored = Scored(definition, holdout)
     try:
         model = artifacts.loads(artefact, definition.trusted_types)
         sample = holdout.take(range(min(ROUND_TRIP_ROWS, len(holdout))))
-        same = np.allclose(definition.predict_batch(model, sample), definition.predict_batch(fitted, sample))
+        same = np.allclose(scored.matrix(scored.raw(model, sample)), scored.matrix(scored.raw(fitted, sample)))
         round_trip = Gate("round_trip", bool(same), detail="" if same else "the reloaded model answers differently")
     except artifacts.ArtefactError as exc:
         round_trip = Gate("round_trip", False, detail=exc.message)
@@ -221,10 +286,14 @@ def run_training(definition: ModelDefinition, *, events_s3: Any, processed_bucke
         raise GatesFailed(report)
 
     stage("evaluating on %d holdout rows against %s", len(holdout), current.version if current else "no current model")
-    truth = _labels(holdout, definition)
-    predicted = np.asarray(definition.predict_batch(model, holdout), dtype=float)
+    candidate_raw = scored.raw(model)
+    baseline, current_raw = _baseline(definition, store, current, scored)
+    truth, predicted = scored.truth(), scored.matrix(candidate_raw)  # after both models named their classes
+    current_predictions = scored.matrix(current_raw) if current_raw is not None else None
     metrics = evaluate(definition.evaluation.metrics, truth, predicted)
-    baseline, current_predictions = _baseline(definition, store, current, holdout, truth)
+    if baseline is not None and current_predictions is not None:
+        baseline = Baseline(baseline.version, evaluate(definition.evaluation.metrics, truth, current_predictions),
+                            baseline.basis)
     gates = (round_trip, *threshold_gates(definition, metrics),
              *relative_gates(definition, metrics, baseline, truth=truth, candidate=predicted,
                              current=current_predictions),
@@ -253,16 +322,24 @@ def run_training(definition: ModelDefinition, *, events_s3: Any, processed_bucke
     return report
 
 
-def _baseline(definition: ModelDefinition, store: ModelStore, current: Any, holdout: Dataset,
-              truth: np.ndarray) -> tuple[Baseline | None, np.ndarray | None]:
-    """The current model on the same holdout; its recorded metrics when it cannot be run."""
+def _current(store: ModelStore, name: str) -> tuple[Any, str | None]:
+    """The live version's metadata, or None with the reason when there is none or it cannot be read (a pointer
+    to a missing version, an unreadable pointer): a broken live model must not prevent its replacement."""
+    try:
+        return store.current_metadata(name), None
+    except StoreError as exc:
+        log.error("the live %s cannot be read (%s): training as if there were none, to replace it", name, exc)
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def _baseline(definition: ModelDefinition, store: ModelStore, current: Any,
+              scored: Scored) -> tuple[Baseline | None, Any]:
+    """The current model's answers on the same holdout; its recorded metrics when it cannot be run."""
     if current is None:
         return None, None
     try:
         loaded = store.load(definition.name, current.version, trusted_types=definition.trusted_types)
-        predictions = np.asarray(definition.predict_batch(loaded.model, holdout), dtype=float)
-        return Baseline(current.version, evaluate(definition.evaluation.metrics, truth, predictions),
-                        "same holdout"), predictions
+        return Baseline(current.version, {}, "same holdout"), scored.raw(loaded.model)
     except Exception as exc:  # noqa: BLE001 - whatever stops it (StoreError, a library change): use what was recorded
         log.warning("current model %s could not be run on the holdout (%s); comparing with its recorded metrics",
                     current.version, exc)

@@ -10,10 +10,11 @@ from tests.stage_kit import private_tmp, stop_leftover_postgres
 pytestmark = pytest.mark.e2e
 
 
-EVENTS = 12_000  # enough listings for the price model's min_rows (500) after the holdout
+EVENTS = 12_000  # enough listings for the models' min_rows (500) after the holdout
+MODELS = ("category_suggestion", "price_suggestion")
 
 
-def test_demo_accounts_for_every_event_indexes_listings_and_serves_a_validated_model(tmp_path):
+def test_demo_accounts_for_every_event_indexes_listings_and_serves_two_validated_models(tmp_path):
     lines: list[str] = []
     with private_tmp() as workdir:  # not tmp_path: see tests/stage_kit.py (PostgreSQL runs as `postgres`)
         report = run_demo(EVENTS, workdir=workdir / "stage", report_dir=tmp_path / "reports", say=lines.append)
@@ -34,12 +35,20 @@ def test_demo_accounts_for_every_event_indexes_listings_and_serves_a_validated_m
     assert typing["suggestions"] and all("iphone" in s.lower() for s in typing["suggestions"])
 
     ml = report["ml"]
-    version = ml["training"]["version"]
-    assert ml["training"]["decision"] == "published" and version
-    assert [(v["version"], v["outcome"]) for v in ml["validations"]] == [(version, "validated")]
-    assert ml["current"] == version and version in ml["validated"]
-    assert ml["predictions"] and all(p["status"] == 200 for p in ml["predictions"])
-    assert all(p["output"]["version"] == version for p in ml["predictions"])
+    assert sorted(ml["training"]) == sorted(ml["models"]) == list(MODELS) and ml["disabled"] == {}
+    for name in MODELS:  # trained, published as a candidate, validated on the fleet, then live and answering
+        version = ml["training"][name]["version"]
+        model = ml["models"][name]
+        assert ml["training"][name]["decision"] == "published" and version
+        assert [(v["version"], v["outcome"]) for v in model["validations"]] == [(version, "validated")]
+        assert model["current"] == version and version in model["validated"]
+        assert model["predictions"] and all(p["status"] == 200 for p in model["predictions"])
+        assert all(p["output"]["version"] == version for p in model["predictions"])
+    categories = [p["output"]["prediction"]["category"] for p in ml["models"]["category_suggestion"]["predictions"]]
+    assert categories == ["phones", "cars", "fashion", "bikes"]  # its golden requests, asked as a user
+    assert {"accuracy", "f1_macro", "log_loss", "calibration_error"} == set(ml["training"]["category_suggestion"]
+                                                                            ["metrics"])
+    assert any(line.strip().startswith("ml             category_suggestion: published") for line in lines)
     assert report["sent"] == report["delivered"]["postgres"] + report["quarantined"] + report["duplicates"]
     assert report["quarantined"] > 0 and report["duplicates"] > 0  # the traffic does exercise both paths
 

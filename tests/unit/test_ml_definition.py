@@ -86,7 +86,11 @@ BROKEN = {
     "range_values_on_numeric": ({"checks.ranges.price_eur": {"values": ["a"]}}, "checks.ranges.price_eur.values",
                                 "min/max"),
     "drift_on_text": ({"checks.drift.columns": ["title"]}, "checks.drift.columns[0]", "drift is measured"),
-    "metric_unknown": ({"evaluation.metrics": ["mape", "accuracy"]}, "evaluation.metrics[1]", "unknown metric"),
+    "metric_unknown": ({"evaluation.metrics": ["mape", "mapee"]}, "evaluation.metrics[1]", "unknown regression metric"),
+    "metric_of_a_classifier": ({"evaluation.metrics": ["mape", "accuracy"]}, "evaluation.metrics[1]",
+                               "unknown regression metric"),
+    "regression_output_with_values": ({"guard_rails.output": {"field": "suggested_price_eur", "values": ["a"]}},
+                                      "guard_rails.output", "min and max"),
     "threshold_on_uncomputed_metric": ({"evaluation.thresholds.r2": {"min": 0.1}}, "evaluation.thresholds.r2",
                                        "not in evaluation.metrics"),
     "no_absolute_threshold": ({"evaluation.thresholds": DELETE}, "evaluation.thresholds", "at least one"),
@@ -162,3 +166,62 @@ def test_load_definition_not_yaml_names_the_file(tmp_path):
         load_definition(path)
     assert (error.value.filename, error.value.field) == (path.name, None)
     assert "not valid YAML" in error.value.message
+
+
+# -- a classifier (models/category_suggestion.yaml) ------------------------------------------------------------------
+CLASSIFIER_FILE = REPO / "models" / "category_suggestion.yaml"
+
+
+def classifier_document() -> dict:
+    import yaml
+
+    return yaml.safe_load(CLASSIFIER_FILE.read_text(encoding="utf-8"))
+
+
+def test_shipped_classifier_loads_with_a_categorical_label_its_metrics_and_rails(catalog):
+    definition = load_definition(CLASSIFIER_FILE, catalog=catalog)
+    rails = definition.guard_rails
+    assert definition.data.label.kind == "categorical" and definition.data.features == ("title",)
+    assert set(definition.evaluation.metrics) == {"accuracy", "f1_macro", "log_loss", "calibration_error"}
+    assert rails.categorical and "phones" in rails.output_values and rails.max_change_relative is None
+    assert (rails.min_confidence_field, rails.min_confidence) == ("confidence", 0.4)
+
+
+CLASSIFIER_BROKEN = {
+    "regression_metric": ({"evaluation.metrics": ["accuracy", "mape"]}, "evaluation.metrics[1]",
+                          "unknown classification metric"),
+    "bounds_instead_of_values": ({"guard_rails.output": {"field": "category", "min": 0, "max": 1}},
+                                 "guard_rails.output", "values (not min/max)"),
+    "max_change_on_a_category": ({"guard_rails.max_change": {"max_relative": 0.1, "window": "1h"}},
+                                 "guard_rails.max_change", "applies to a number"),
+    "confidence_not_an_output": ({"guard_rails.min_confidence.field": "certainty"},
+                                 "guard_rails.min_confidence.field", "not an output"),
+    "confidence_above_one": ({"guard_rails.min_confidence.min": 1.5}, "guard_rails.min_confidence.min", "above 1"),
+    "values_repeated": ({"guard_rails.output.values": ["phones", "phones"]}, "guard_rails.output.values",
+                        "distinct"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CLASSIFIER_BROKEN))
+def test_broken_classifier_definition_names_file_and_field(case):
+    overrides, field, reason = CLASSIFIER_BROKEN[case]
+    document = classifier_document()
+    for dotted, value in overrides.items():
+        set_path(document, dotted, value)
+    with pytest.raises(DefinitionError) as error:
+        parse_definition(document, CLASSIFIER_FILE.name)
+    assert (error.value.field, error.value.filename) == (field, CLASSIFIER_FILE.name), str(error.value)
+    assert reason in error.value.message
+
+
+def test_load_definitions_safely_keeps_the_good_ones_and_names_the_broken(tmp_path):
+    from handlers.ml.definition import load_definitions_safely
+
+    (tmp_path / "price_suggestion.yaml").write_bytes(DEFINITION_FILE.read_bytes())
+    (tmp_path / "category_suggestion.yaml").write_text("name: category_suggestion\nowner: x\n", encoding="utf-8")
+    (tmp_path / "not_yaml.yaml").write_text("name: [unclosed\n", encoding="utf-8")
+    loaded, broken = load_definitions_safely(tmp_path)
+    assert list(loaded) == ["price_suggestion"] and sorted(broken) == ["category_suggestion.yaml", "not_yaml.yaml"]
+    assert all(isinstance(error, DefinitionError) for error in broken.values())
+    only, _ = load_definitions_safely(tmp_path, only={"nothing"})
+    assert only == {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from handlers.ml.metrics import METRICS, evaluate
+from handlers.ml.metrics import METRICS, bootstrap_worse_by, evaluate
 from handlers.ml.models import price_suggestion
 from handlers.ml.report import Baseline
 from handlers.ml.training import golden_gates, relative_gates, shift_gate, threshold_gates
@@ -99,3 +99,43 @@ def test_golden_gates_check_expectations_and_the_output_guard_rail(price_eur, fa
     if failing is None:
         assert all("guard rail" in g.detail for g in gates.values())
     assert price_suggestion.predict(model, {"title": "x", "currency": "EUR"})["suggested_price_eur"] == price_eur
+
+
+# -- classification metrics: the same numbers as scikit-learn's ------------------------------------------------------
+def _classification_case(seed: int = 3, n: int = 400, k: int = 5):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(n, k)) * 2
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    truth = np.array([rng.choice(k, p=row) for row in probabilities])  # calibrated by construction
+    return truth, probabilities
+
+
+def test_classification_metrics_agree_with_scikit_learn():
+    from sklearn.metrics import accuracy_score, f1_score, log_loss
+
+    truth, probabilities = _classification_case()
+    got = evaluate(["accuracy", "f1_macro", "log_loss", "calibration_error"], truth, probabilities)
+    predicted = probabilities.argmax(axis=1)
+    assert got["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
+    assert got["f1_macro"] == pytest.approx(f1_score(truth, predicted, average="macro"))
+    assert got["log_loss"] == pytest.approx(log_loss(truth, probabilities, labels=list(range(5))))
+    assert got["calibration_error"] < 0.06  # drawn from its own probabilities: well calibrated
+
+
+def test_calibration_error_sees_an_overconfident_model_and_an_unknown_class_is_always_wrong():
+    truth, probabilities = _classification_case()
+    sharp = probabilities ** 8 / (probabilities ** 8).sum(axis=1, keepdims=True)  # same ranking, overconfident
+    honest, overconfident = (evaluate(["calibration_error", "accuracy"], truth, p) for p in (probabilities, sharp))
+    assert overconfident["accuracy"] == honest["accuracy"]
+    assert overconfident["calibration_error"] > honest["calibration_error"] + 0.05
+    unknown = evaluate(["accuracy", "log_loss"], np.array([-1.0, 0.0]), np.array([[0.9, 0.1], [0.9, 0.1]]))
+    assert unknown["accuracy"] == 0.5 and unknown["log_loss"] > 15
+
+
+def test_relative_gate_on_a_classifier_compares_paired_on_the_same_rows():
+    truth, probabilities = _classification_case(n=600)
+    worse = 0.5 * probabilities + 0.5 / probabilities.shape[1]  # washed out: a worse log loss, same ranking
+    samples = bootstrap_worse_by(METRICS["log_loss"], truth, worse, probabilities, seed=1)
+    assert np.quantile(samples, 0.1) > 0.1  # worse, with 90 % confidence
+    same = bootstrap_worse_by(METRICS["accuracy"], truth, worse, probabilities, seed=1)
+    assert np.allclose(same, 0.0)  # the same ranking: the same accuracy on every resample

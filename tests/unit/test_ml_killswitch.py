@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from handlers.ml.errors import InvalidKillSwitch, StoreError
-from handlers.ml.store import KillSwitch, ModelStore
+from handlers.ml.store import ModelStore
+from handlers.ml.store_types import KillSwitch
 
 pytestmark = pytest.mark.unit
 

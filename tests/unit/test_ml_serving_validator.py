@@ -85,21 +85,25 @@ def test_judge_errors_blame_the_candidate_only_for_its_own_faults(status, code, 
 BUCKET, PREFIX = "letgo-dev-models", "models/"
 
 
-def test_parse_event_pointer_key_names_the_model():
-    moved = parse_event(pointer_event(BUCKET, f"{PREFIX}price_suggestion/current.json"), bucket=BUCKET, prefix=PREFIX)
-    assert moved == PointerMoved(BUCKET, f"{PREFIX}price_suggestion/current.json", "price_suggestion")
+@pytest.mark.parametrize("kind", ["candidate", "current"])
+def test_parse_event_pointer_key_names_the_model_and_which_pointer(kind):
+    key = f"{PREFIX}price_suggestion/{kind}.json"
+    assert parse_event(pointer_event(BUCKET, key), bucket=BUCKET, prefix=PREFIX) == PointerMoved(
+        BUCKET, key, "price_suggestion", kind)
 
 
 @pytest.mark.parametrize("event", [
     pointer_event(BUCKET, f"{PREFIX}price_suggestion/versions/v1/model.skops"),
     pointer_event(BUCKET, f"{PREFIX}price_suggestion/validated/v1.json"),
+    pointer_event(BUCKET, f"{PREFIX}price_suggestion/rejected/v1.json"),
+    pointer_event(BUCKET, f"{PREFIX}_validation/key.json"),
     pointer_event(BUCKET, f"{PREFIX}price_suggestion/pointer-log/x-v1.json"),
     pointer_event(BUCKET, "other/price_suggestion/current.json"),
     pointer_event(BUCKET, f"{PREFIX}a/b/current.json"),
     pointer_event("another-bucket", f"{PREFIX}price_suggestion/current.json"),
     pointer_event(BUCKET, f"{PREFIX}price_suggestion/current.json", detail_type="Object Deleted"),
     {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}},
-], ids=["artefact", "marker", "log", "prefix", "nested", "bucket", "deleted", "schedule"])
+], ids=["artefact", "marker", "rejected", "key", "log", "prefix", "nested", "bucket", "deleted", "schedule"])
 def test_parse_event_anything_but_a_pointer_write_is_ignored_with_a_reason(event):
     assert isinstance(parse_event(event, bucket=BUCKET, prefix=PREFIX), str)
 
@@ -118,10 +122,24 @@ def test_settings_from_environ_require_bucket_and_url_and_read_the_rest():
     assert settings.definitions_dir.name == "models"  # models/ beside handlers/ in the zip
 
 
+def test_settings_give_each_model_its_serving_url():
+    settings = ValidatorSettings.from_environ({
+        "MODELS_BUCKET": BUCKET, "SERVING_URL": "https://fleet.example",
+        "SERVING_URLS": '{"category_suggestion": "https://categories.example"}'})
+    clients = settings.clients(["price_suggestion", "category_suggestion"])
+    assert clients["price_suggestion"].base_url == "https://fleet.example"
+    assert clients["category_suggestion"].base_url == "https://categories.example"
+    for wrong in ('{"category_suggestion": "ftp://x"}', "[1]", "not json"):
+        with pytest.raises(ConfigError) as refused:
+            ValidatorSettings.from_environ({"MODELS_BUCKET": BUCKET, "SERVING_URL": "https://fleet.example",
+                                            "SERVING_URLS": wrong})
+        assert refused.value.where.startswith("SERVING_URLS")
+
+
 def test_parse_event_reads_url_encoded_keys_as_s3_notifications_send_them():
     from handlers.ml.serving.validator import PointerMoved, parse_event
 
     event = {"source": "aws.s3", "detail-type": "Object Created",
              "detail": {"bucket": {"name": "models-b"}, "object": {"key": "models%2Fprice_suggestion%2Fcurrent.json"}}}
     assert parse_event(event, bucket="models-b", prefix="models/") == PointerMoved(
-        "models-b", "models/price_suggestion/current.json", "price_suggestion")
+        "models-b", "models/price_suggestion/current.json", "price_suggestion", "current")

@@ -1,49 +1,55 @@
-"""The Flask serving wrapper: ``create_app(definition, store, config=...)`` serves one declared model.
+"""The Flask serving wrapper: ``create_app(definitions, store, config=...)`` serves one or several declared models.
 
-The routes come from the model's YAML, not from code: one route per ``serving.endpoints`` entry (its path
-and method), taking a JSON object for POST (query parameters for GET), checked by the endpoint's own
-compiled input checks. Two operational routes sit beside them:
+The routes come from the models' YAML, not from code: one route per ``serving.endpoints`` entry of every model
+(its path and method), taking a JSON object (query parameters for GET), read strictly
+(:mod:`handlers.ml.serving.inputs`) and checked by the endpoint's own compiled input checks. Beside them:
 
-* ``GET /health`` — model name, the version(s) served and when they were loaded, kill switch, canary
-  version and share, the last pointer check and any load problem, and the counters. 200 when a version is
-  loaded (even with the kill switch on: the process is healthy, the model is switched off on purpose),
-  503 when none is — so a load balancer does not send traffic to an instance that cannot answer.
-* ``GET /metrics`` — the counters alone: requests, predictions, errors, clamped and change-limited answers
-  per variant, predictions per version, refused requests by reason.
+* ``GET /health`` — every model's state: the versions served and when they were loaded, kill switch, canary,
+  the last pointer read and any problem, counters; the models this process could not serve (a broken YAML)
+  with the reason; the change memory's state. 200 when every model that has a live version is loaded here
+  (the kill switch on is still 200: the model is off on purpose), 503 otherwise — so a load balancer does not
+  send traffic to an instance that cannot answer.
+* ``GET /metrics`` — the counters alone, per model and variant. ``GET /openapi.json`` — the contract
+  (:mod:`handlers.ml.serving.openapi`), generated from the same definitions.
+* ``/internal/validate/<model>/<version>/<endpoint path>`` — the validator's requests for a version that is
+  not live (a candidate): signed with the model store's validation key (:mod:`handlers.ml.serving.auth`),
+  401 without a valid signature. Users cannot pin a version: ``X-Model-Version`` on a public route is a 403.
 
 A prediction answers ``{"model", "version", "variant", "prediction": {<declared outputs>}, "clamped",
-"change_limited", "guard_rail"?}``. Headers: ``X-User-Id`` (configurable) for the sticky canary,
-``X-Model-Version`` to ask for one version (only when ``allow_version_header``; on AWS the route is behind
-IAM and only the validator may call it that way).
+"change_limited", "abstained", "guard_rail"?}``; ``X-User-Id`` (configurable) keeps the canary sticky. Every
+error — ours (:class:`~handlers.ml.serving.errors.ServingError`), Flask's (404, 405, 413) or an unexpected
+exception — answers the one shape ``{"error": {"status", "code", "message", "field"?, "details"?}}``.
 
-Every error — ours (:class:`~handlers.ml.serving.errors.ServingError`), Flask's (404, 405, a body that is
-not JSON) or an unexpected exception — answers the one shape ``{"error": {"status", "code", "message",
-"field"?, "details"?}}``, the same shape as the repo's other APIs.
-
-The core is :class:`~handlers.ml.serving.service.ModelService` (``app.extensions["ml_serving"]``); the views
-only decode, delegate and encode. Each request first gives the service a chance to start a pointer check
-(at most every ``reload_seconds``).
+The core is :class:`~handlers.ml.serving.fleet.Fleet` (``app.extensions["ml_serving"]``): the first pointer read
+of every model runs here, before the app is returned — a process starts with the live versions loaded (or with
+the reason they are not in ``/health``) — and then each model's poll thread keeps up in the background.
 """
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Mapping
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from handlers.ml.definition_types import Endpoint, ModelDefinition
-from handlers.ml.serving.config import ServingConfig
-from handlers.ml.serving.errors import InvalidInput, ServingError
-from handlers.ml.serving.service import ModelService
+from handlers.ml.serving.auth import HEADER, AuthFailed
+from handlers.ml.serving.config import VERSION_PATTERN, ServingConfig
+from handlers.ml.serving.errors import (ServingError, UnknownVersion, ValidationAuthRequired,
+                                        VersionPinningRefused)
+from handlers.ml.serving.fleet import Fleet
+from handlers.ml.serving.inputs import check_size, decode, strict_types
+from handlers.ml.serving.openapi import document
+from handlers.ml.serving.service import Answer, ModelService
 
 log = logging.getLogger(__name__)
 
 VERSION_HEADER = "X-Model-Version"
 EXTENSION = "ml_serving"
+INTERNAL_PREFIX = "/internal/validate"
 
 
-def service() -> ModelService:
+def fleet() -> Fleet:
     return current_app.extensions[EXTENSION]
 
 
@@ -52,74 +58,101 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> tuple[
                           **{k: v for k, v in extra.items() if v is not None}}), status
 
 
-def _body(endpoint: Endpoint) -> Any:
+def _inputs(service: ModelService, endpoint: Endpoint) -> dict[str, Any]:
+    """The request's inputs, read strictly and cleaned by the endpoint's checks (400/413/415 otherwise)."""
     if endpoint.method == "GET":
-        return request.args.to_dict()
-    body = request.get_json(force=True, silent=True)
-    if body is None:
-        raise InvalidInput(f"the body must be a JSON object with the inputs of {endpoint.path} "
-                           f"(Content-Type: application/json)", details={"reason": "not_json"})
-    return body
+        return service.validate(endpoint, request.args.to_dict())
+    check_size(request.content_length, fleet().config.max_body_bytes)
+    try:
+        body = decode(endpoint.path, request.content_type, request.get_data(cache=True))
+        strict_types(endpoint, body)
+    except ServingError:
+        service.counters.other("invalid_input")
+        raise
+    return service.validate(endpoint, body)
 
 
-def _prediction_view(endpoint: Endpoint) -> Any:
+def _respond(answer: Answer) -> Response:
+    response = jsonify(answer.to_dict())
+    response.headers[VERSION_HEADER] = answer.version
+    response.headers["X-Model-Variant"] = answer.variant
+    return response
+
+
+def _prediction_view(service: ModelService, endpoint: Endpoint) -> Any:
     def view() -> Any:
-        core = service()
-        version = request.headers.get(VERSION_HEADER) or None
-        user_id = request.headers.get(core.config.user_id_header) or None
-        answer = core.answer(endpoint.path, _body(endpoint), user_id=user_id, version=version)
-        response = jsonify(answer.to_dict())
-        response.headers[VERSION_HEADER] = answer.version
-        response.headers["X-Model-Variant"] = answer.variant
-        return response
+        if VERSION_HEADER in request.headers:
+            service.counters.other("version_pinning_refused")
+            raise VersionPinningRefused(f"{VERSION_HEADER} is not accepted: callers get the live, validated version "
+                                        f"of {service.name}")
+        cleaned = _inputs(service, endpoint)
+        user_id = request.headers.get(service.config.user_id_header) or None
+        return _respond(service.answer(endpoint, cleaned, user_id=user_id))
 
     view.__name__ = "predict_" + endpoint.path.strip("/").replace("/", "_").replace("-", "_").replace(".", "_")
     return view
 
 
-def predictions_blueprint(definition: ModelDefinition) -> Blueprint:
-    """One route per declared endpoint."""
-    blueprint = Blueprint("predictions", __name__)
-    for endpoint in definition.endpoints:
-        view = _prediction_view(endpoint)
-        blueprint.add_url_rule(endpoint.path, endpoint=view.__name__, view_func=view, methods=[endpoint.method])
-    return blueprint
+def internal_validate(model: str, version: str, rest: str) -> Any:
+    """The validator's request for ``version`` of ``model`` (signed; the kill switch applies)."""
+    core = fleet()
+    check_size(request.content_length, core.config.max_body_bytes)
+    raw = request.get_data(cache=True)
+    try:
+        core.verifier.verify(request.headers.get(HEADER), request.method, request.path,
+                             request.query_string.decode("latin-1"), raw)
+    except AuthFailed as exc:
+        raise ValidationAuthRequired(exc.reason) from None
+    service = core.service(model)
+    path = "/" + rest
+    endpoint = next((e for e in service.definition.endpoints if e.path == path), None) if service else None
+    if service is None or endpoint is None or endpoint.method != request.method:
+        raise UnknownVersion(f"this process serves no {request.method} {path} of a model {model!r}",
+                             details={"model": model, "endpoint": path})
+    if not VERSION_PATTERN.match(version):
+        raise UnknownVersion(f"{version!r} is not a version name", details={"version": version})
+    return _respond(service.answer_pinned(endpoint, _inputs(service, endpoint), version))
 
 
-operations = Blueprint("operations", __name__)
-
-
-@operations.get("/health")
 def health() -> Any:
-    body = service().health()
-    return jsonify(body), 200 if body["served"]["stable"] else 503
+    body, status = fleet().health()
+    return jsonify(body), status
 
 
-@operations.get("/metrics")
 def metrics() -> Any:
-    core = service()
-    return jsonify(model=core.name, **core.counters.snapshot())
+    return jsonify(fleet().metrics())
 
 
-def create_app(definition: ModelDefinition, store: Any, *, config: ServingConfig | None = None) -> Flask:
-    """A Flask app serving ``definition``'s endpoints from ``store`` (a :class:`handlers.ml.store.ModelStore`).
+def openapi() -> Any:
+    return jsonify(current_app.config["OPENAPI_DOCUMENT"])
 
-    The first pointer check runs here, before the app is returned: a process starts with the current version
-    loaded (or with the reason it is not, in ``/health``), never with a model still loading.
-    """
+
+def create_app(definitions: Mapping[str, ModelDefinition] | ModelDefinition, store: Any, *,
+               config: ServingConfig | None = None, broken: Mapping[str, Exception] | None = None,
+               memory: Any = None) -> Flask:
+    """A Flask app serving every model of ``definitions`` (or the one given) from ``store``
+    (a :class:`handlers.ml.store.ModelStore`); ``broken`` are definitions that did not load (file -> error): they
+    are reported and listed in ``/health``. ``memory`` overrides the change memory the configuration names."""
+    if isinstance(definitions, ModelDefinition):
+        definitions = {definitions.name: definitions}
     config = config or ServingConfig()
-    app = Flask(f"letgo-ml-{definition.name}")
+    core = Fleet(definitions, store, config, broken=broken, memory=memory)
+    app = Flask("letgo-ml-serving")
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    core = ModelService(definition, store, config)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.config["OPENAPI_DOCUMENT"] = document(service.definition for service in core.services.values())
     app.extensions[EXTENSION] = core
     core.refresh()
+    core.start()
 
-    @app.before_request
-    def check_pointer() -> None:
-        core.maybe_refresh()
-
-    app.register_blueprint(predictions_blueprint(definition))
-    app.register_blueprint(operations)
+    for path, (service, endpoint) in core.routes.items():
+        view = _prediction_view(service, endpoint)
+        app.add_url_rule(path, endpoint=f"{service.name}.{view.__name__}", view_func=view, methods=[endpoint.method])
+    app.add_url_rule(f"{INTERNAL_PREFIX}/<model>/<version>/<path:rest>", view_func=internal_validate,
+                     methods=["GET", "POST"])
+    app.add_url_rule("/health", view_func=health, methods=["GET"])
+    app.add_url_rule("/metrics", view_func=metrics, methods=["GET"])
+    app.add_url_rule("/openapi.json", view_func=openapi, methods=["GET"])
 
     @app.errorhandler(ServingError)
     def serving_error(exc: ServingError) -> tuple[Response, int]:
@@ -128,6 +161,9 @@ def create_app(definition: ModelDefinition, store: Any, *, config: ServingConfig
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response, int]:
+        if exc.code == 413:
+            return error_response(413, "body_too_large", f"the body is over the limit of {config.max_body_bytes} "
+                                                         f"bytes")
         code = (exc.name or "error").lower().replace(" ", "_")
         return error_response(exc.code or 500, code, exc.description or exc.name)
 

@@ -2,10 +2,12 @@
 
 The validator depends on the :class:`ServingClient` protocol only — ``request(method, path, body, headers)``
 returning an :class:`HttpAnswer` — so tests point it at a local server (or anything else) and the Lambda
-points it at ``SERVING_URL``. :class:`HttpClient` is the real one, on the standard library's urllib (no
-extra dependency in the Lambda zip). On AWS the serving API's version-pinning requests are IAM-authorised,
-so the client signs them with SigV4 (:class:`SigV4Signer`: botocore's ``SigV4Auth`` over the exact bytes
-sent, credentials of the Lambda's role, service ``execute-api`` for API Gateway).
+points it at the serving URL. :class:`HttpClient` is the real one, on the standard library's urllib (no
+extra dependency in the Lambda zip). Two signatures, for two gates: on AWS every route of the serving API is
+IAM-authorised, so the client signs with SigV4 (:class:`SigV4Signer`: botocore's ``SigV4Auth`` over the exact
+bytes sent, credentials of the Lambda's role, service ``execute-api`` for API Gateway); and the fleet's internal
+route, where a version that is not live can be asked, also wants the model store's validation key
+(``validation_key``: an HMAC header, :mod:`handlers.ml.serving.auth`) — which callers of the API do not have.
 
 An HTTP error status is an answer (the validator reads the JSON error's ``code``); only "no answer at all"
 — refused connection, timeout, DNS — raises :class:`~handlers.ml.serving.errors.ServingUnreachable`.
@@ -21,6 +23,7 @@ from typing import Any, Mapping, Protocol
 
 import orjson
 
+from handlers.ml.serving import auth
 from handlers.ml.serving.errors import ServingUnreachable
 
 
@@ -35,7 +38,7 @@ class HttpAnswer:
 
 class ServingClient(Protocol):
     def request(self, method: str, path: str, body: Mapping[str, Any] | None = None, *,
-                headers: Mapping[str, str] | None = None) -> HttpAnswer: ...
+                headers: Mapping[str, str] | None = None, validation_key: bytes | None = None) -> HttpAnswer: ...
 
 
 class Signer(Protocol):
@@ -74,15 +77,19 @@ class HttpClient:
         self.base_url, self.timeout, self.signer = base_url.rstrip("/"), timeout, signer
 
     def request(self, method: str, path: str, body: Mapping[str, Any] | None = None, *,
-                headers: Mapping[str, str] | None = None) -> HttpAnswer:
+                headers: Mapping[str, str] | None = None, validation_key: bytes | None = None) -> HttpAnswer:
+        """One request; ``validation_key`` signs it for the fleet's internal route (:mod:`.auth`)."""
         url = self.base_url + path
-        data = b""
+        data, query = b"", ""
         if method == "GET" and body:
-            url += "?" + urllib.parse.urlencode({k: v for k, v in body.items() if v is not None})
+            query = urllib.parse.urlencode({k: v for k, v in body.items() if v is not None})
+            url += "?" + query
         elif body is not None:
             data = orjson.dumps(dict(body))
         all_headers = {"Accept": "application/json", **({"Content-Type": "application/json"} if data else {}),
                        **dict(headers or {})}
+        if validation_key is not None:
+            all_headers[auth.HEADER] = auth.sign(validation_key, method, path, data, query=query)
         if self.signer is not None:
             all_headers = self.signer.sign(method, url, all_headers, data)
         prepared = urllib.request.Request(url, data=data or None, headers=all_headers, method=method)

@@ -39,10 +39,29 @@ class InvalidInput(ServingError):
     status, code = 400, "invalid_input"
 
 
-class VersionHeaderDisabled(ServingError):
-    """``X-Model-Version`` was sent to an app that does not allow choosing a version (only the validator may)."""
+class UnsupportedMediaType(ServingError):
+    """A body that is not declared JSON (``Content-Type: application/json``): never guessed at."""
 
-    status, code = 403, "version_header_disabled"
+    status, code = 415, "unsupported_media_type"
+
+
+class BodyTooLarge(ServingError):
+    """A body over the configured limit: refused before it is read."""
+
+    status, code = 413, "body_too_large"
+
+
+class VersionPinningRefused(ServingError):
+    """``X-Model-Version`` on a public route: users get the live version only; the validator pins versions on
+    the internal route with a signed request."""
+
+    status, code = 403, "version_pinning_not_public"
+
+
+class ValidationAuthRequired(ServingError):
+    """An internal route without a valid signature of the model store's validation key."""
+
+    status, code = 401, "validation_auth_required"
 
 
 class UnknownVersion(ServingError):
@@ -55,6 +74,13 @@ class ModelDisabled(ServingError):
     """The model's kill switch is on (the store's flag or the definition's environment variable)."""
 
     status, code = 503, "model_disabled"
+
+
+class ModelStale(ServingError):
+    """The process could not read the live pointer for longer than the configured bound: it does not know that
+    what it holds is still live (it may have been rolled back), so it does not answer with it."""
+
+    status, code = 503, "model_stale"
 
 
 class ModelUnavailable(ServingError):

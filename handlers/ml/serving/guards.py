@@ -1,40 +1,40 @@
-"""The definition's guard rails applied to each answer, as plain functions over numbers (no Flask, no S3).
+"""The definition's guard rails applied to each answer: plain functions over the outputs (no Flask, no S3).
 
 What :class:`handlers.ml.definition_types.GuardRails` asks of the serving wrapper, and how it is done here:
 
-* **Output bounds** (``guard_rails.output``): the guarded field must lie in [min, max]. An answer outside is
-  *clamped* to the nearest bound and the response says ``"clamped": true`` with the raw value. A value that
-  is not a finite number is never served at all (:class:`~handlers.ml.serving.errors.PredictionFailed`).
-* **Maximum change** (``guard_rails.max_change``: ``max_relative`` over ``window``): the definition's words
-  are "within that window the answer to the same input may move by at most that fraction". So the first
-  answer served for an input opens a window and becomes its *anchor*; until the window closes, every answer
-  to the same input is capped to ``anchor ± max_relative × |anchor|`` (``"change_limited": true``). The
-  anchor does not follow the capped answers, so a model cannot creep by the fraction on every request: over
-  one window the served value moves at most ``max_relative`` in total. When the window closes, the next
-  answer anchors a new one — a new model version reaches users in steps of at most ``max_relative`` per
-  window. This is the per-input half of the rail; the population half (median shift on the holdout) is a
-  training gate (:func:`handlers.ml.training.shift_gate`).
-
-  The memory is per process and bounded (least recently used inputs are forgotten): it caps what repeated
-  identical requests see (the app asking again for the same listing), not a fleet-wide consensus.
+* **Output bounds** (a numeric ``guard_rails.output``: ``min``/``max``): an answer outside is *clamped* to the
+  nearest bound and the response says ``"clamped": true`` with the raw value. A value that is not a finite
+  number is never served (:class:`~handlers.ml.serving.errors.PredictionFailed`).
+* **Allowed answers and abstaining** (a categorical ``output``: ``values``; ``min_confidence``): a classifier's
+  answer outside the declared values, or less confident than the minimum, is not served as an answer — the
+  wrapper *abstains*: the field is ``null`` and the response says ``"abstained": true`` (the confidence and any
+  other outputs stay, so the caller can show alternatives). Abstaining is the honest answer of a model that
+  does not know; a wrong category filled in for the seller is worse than none.
+* **Maximum change** (numeric only, ``max_change``: ``max_relative`` per ``window``): the answer for the same
+  *normalised* input may move from what was last served by at most a factor ``1 + max_relative`` per window,
+  sliding (:func:`handlers.ml.serving.memory.slew`), in a memory every serving process shares
+  (:mod:`handlers.ml.serving.memory`). The input is normalised first (:func:`normalise_text`: Unicode NFKC,
+  accents and case folded, punctuation dropped, whitespace collapsed) and only the model's *features* key it:
+  ``"iPhone 13!"``, ``"IPHONE 13"`` and ``"iphone  13"`` in any currency are one input, so adding a "!" or
+  changing case does not reset the limit. This is the per-input half of the rail; the population half (the
+  median shift on the holdout) is a training gate (:func:`handlers.ml.training.shift_gate`).
 * **Related outputs**: the guarded field is usually one number among several in the same unit (the price
   model answers the price in euros, in the local currency and a low/high range). When the guarded value is
-  limited, the other numeric outputs are scaled by the same factor, so the answer stays coherent
-  (configurable: :attr:`~handlers.ml.serving.config.ServingConfig.scale_related_outputs`).
+  limited, the other numeric outputs are scaled by the same factor, so the answer stays coherent.
 """
 from __future__ import annotations
 
 import hashlib
 import math
-import threading
-from collections import OrderedDict
+import re
+import unicodedata
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
-
-import orjson
+from typing import Any, Mapping, Sequence
 
 from handlers.ml.definition_types import GuardRails
 from handlers.ml.serving.errors import PredictionFailed
+
+_NOT_WORD = re.compile(r"[\W_]+", re.UNICODE)
 
 
 def is_number(value: Any) -> bool:
@@ -45,46 +45,24 @@ def clamp(value: float, low: float, high: float) -> float:
     return min(max(value, low), high)
 
 
-def input_key(endpoint: str, cleaned: Mapping[str, Any]) -> bytes:
-    """A compact identity of one request (endpoint + cleaned input, key order ignored) for the change memory."""
-    return hashlib.blake2b(endpoint.encode() + b"\x00" + orjson.dumps(dict(cleaned), option=orjson.OPT_SORT_KEYS),
-                           digest_size=16).digest()
+def normalise_text(text: str) -> str:
+    """What two spellings of one title share: NFKC, no accents, case-folded, words only, single spaces."""
+    decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text))
+    plain = "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
+    return " ".join(_NOT_WORD.sub(" ", plain).split())
 
 
-@dataclass(frozen=True)
-class Anchor:
-    value: float
-    at: float  # clock seconds when the window opened
-
-
-class ChangeLimiter:
-    """Caps answers to ``anchor ± max_relative × |anchor|`` within ``window_seconds`` of an input's first answer."""
-
-    def __init__(self, max_relative: float, window_seconds: float, *, capacity: int,
-                 clock: Callable[[], float]) -> None:
-        self.max_relative, self.window_seconds, self.capacity, self.clock = (max_relative, window_seconds, capacity,
-                                                                             clock)
-        self._anchors: OrderedDict[bytes, Anchor] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._anchors)
-
-    def limit(self, key: bytes, value: float) -> tuple[float, float | None]:
-        """(the value to serve, the anchor it was capped against — None when it was not capped)."""
-        now = self.clock()
-        with self._lock:
-            anchor = self._anchors.get(key)
-            if anchor is None or now - anchor.at >= self.window_seconds:
-                self._anchors[key] = Anchor(value, now)
-                self._anchors.move_to_end(key)
-                while len(self._anchors) > self.capacity:
-                    self._anchors.popitem(last=False)
-                return value, None
-            self._anchors.move_to_end(key)
-        margin = self.max_relative * abs(anchor.value)
-        served = clamp(value, anchor.value - margin, anchor.value + margin)
-        return (served, anchor.value) if served != value else (value, None)
+def input_key(endpoint: str, cleaned: Mapping[str, Any], features: Sequence[str],
+              text_features: Sequence[str] = ()) -> bytes:
+    """The change memory's key of one request: the endpoint and the model's features only (inputs the model
+    does not read, like the answer's currency, cannot tell two inputs apart), text features normalised."""
+    parts = [endpoint]
+    for name in sorted(features):
+        value = cleaned.get(name)
+        if name in text_features and isinstance(value, str):
+            value = normalise_text(value)
+        parts.append(f"{name}={value!r}")
+    return hashlib.blake2b("\x00".join(parts).encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 @dataclass(frozen=True)
@@ -93,39 +71,63 @@ class Guarded:
 
     outputs: Mapping[str, Any]
     field: str
-    raw: float
-    served: float
-    clamped: bool  # the output bounds moved it
-    change_limited: bool  # the max-change rail moved it
-    anchor: float | None = None
+    raw: Any
+    served: Any
+    clamped: bool = False  # the output bounds moved it
+    change_limited: bool = False  # the max-change rail moved it
+    abstained: bool = False  # a classifier's answer withheld (not an allowed value, or not confident enough)
+    why: str | None = None  # why it abstained
 
     def report(self, rails: GuardRails) -> dict[str, Any] | None:
         """What the response says about the guard rails (None when the answer went through untouched)."""
-        if not (self.clamped or self.change_limited):
+        if not (self.clamped or self.change_limited or self.abstained):
             return None
-        out: dict[str, Any] = {"field": self.field, "raw": self.raw, "served": self.served,
-                               "bounds": [rails.output_min, rails.output_max]}
+        out: dict[str, Any] = {"field": self.field, "raw": self.raw, "served": self.served}
+        if rails.output_values is None:
+            out["bounds"] = [rails.output_min, rails.output_max]
         if self.change_limited:
-            out.update(anchor=self.anchor, max_relative=rails.max_change_relative,
-                       window_seconds=rails.max_change_window_seconds)
+            out.update(max_relative=rails.max_change_relative, window_seconds=rails.max_change_window_seconds)
+        if self.abstained:
+            out["abstained_because"] = self.why
         return out
 
 
-def guard(rails: GuardRails, outputs: Mapping[str, Any], *, limiter: ChangeLimiter | None = None,
-          key: bytes | None = None, scale_related: bool = True) -> Guarded:
-    """Apply the output bounds, then (when ``limiter`` and ``key`` are given) the max-change rail.
+def guard_category(rails: GuardRails, outputs: Mapping[str, Any]) -> Guarded:
+    """A classifier's answer: served when it is an allowed value and confident enough; else withheld."""
+    name = rails.output_field
+    raw = outputs.get(name)
+    why = None
+    if not isinstance(raw, str) or raw not in (rails.output_values or ()):
+        why = f"{raw!r} is not one of the declared values of {name}"
+    elif rails.min_confidence is not None:
+        confidence = outputs.get(rails.min_confidence_field or "")
+        if not is_number(confidence):
+            raise PredictionFailed(f"the model answered {rails.min_confidence_field}={confidence!r}, not a finite "
+                                   f"number: not served", details={"field": rails.min_confidence_field})
+        if confidence < rails.min_confidence:
+            why = f"confidence {confidence:.3g} is below the minimum {rails.min_confidence:g}"
+    if why is None:
+        return Guarded(dict(outputs), name, raw, raw)
+    return Guarded({**outputs, name: None}, name, raw, None, abstained=True, why=why)
 
-    Raises :class:`PredictionFailed` when the guarded field is missing or not a finite number: such an answer
-    is never served, whatever the bounds.
+
+def guard(rails: GuardRails, outputs: Mapping[str, Any], *, limit: Any = None, scale_related: bool = True) -> Guarded:
+    """Apply the output rail, then (numeric, when ``limit`` is given) the max-change rail.
+
+    ``limit`` is a function of the bounded value returning the value to serve (the change memory's step for
+    this request). Raises :class:`PredictionFailed` when a numeric guarded field is missing or not a finite
+    number: such an answer is never served, whatever the bounds.
     """
+    if rails.output_values is not None:
+        return guard_category(rails, outputs)
     name = rails.output_field
     raw = outputs.get(name)
     if not is_number(raw):
         raise PredictionFailed(f"the model answered {name}={raw!r}, not a finite number: not served",
                                details={"field": name})
-    bounded = clamp(float(raw), rails.output_min, rails.output_max)
-    served, anchor = (limiter.limit(key, bounded) if limiter is not None and key is not None else (bounded, None))
-    clamped, limited = bounded != raw, anchor is not None
+    bounded = clamp(float(raw), rails.output_min, rails.output_max)  # type: ignore[arg-type]
+    served = float(limit(bounded)) if limit is not None else bounded
+    clamped, limited = bounded != raw, served != bounded
     result = dict(outputs)
     if served != raw:
         result[name] = served
@@ -134,4 +136,4 @@ def guard(rails: GuardRails, outputs: Mapping[str, Any], *, limiter: ChangeLimit
             for other, value in outputs.items():
                 if other != name and is_number(value):
                     result[other] = round(value * factor, 2)
-    return Guarded(result, name, float(raw), served, clamped, limited, anchor)
+    return Guarded(result, name, float(raw), served, clamped, limited)

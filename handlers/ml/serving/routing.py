@@ -18,7 +18,7 @@ from typing import Any
 
 STABLE, CANARY, PINNED = "stable", "canary", "pinned"
 VARIANTS = (STABLE, CANARY, PINNED)
-COUNTERS = ("requests", "predictions", "errors", "clamped", "change_limited")
+COUNTERS = ("requests", "predictions", "errors", "clamped", "change_limited", "abstained")
 
 
 def bucket(model: str, user_id: str) -> float:

@@ -1,213 +1,90 @@
-"""The validator: every new pointer is checked live with the golden requests; a failure alerts and rolls back.
+"""The validator: a candidate goes live only after answering its golden requests on the serving fleet; a broken
+live pointer is rolled back.
 
-Flow. The training job publishes a version (artefact, metadata, then ``<prefix><name>/current.json``). S3
-sends EventBridge an "Object Created" event for the pointer; the rule invokes :func:`handler`, which
+Two kinds of store writes reach it (EventBridge "Object Created" on AWS; locally the models bucket's S3
+notifications, fanned out through SNS):
 
-1. ignores events for other buckets and keys, pointer moves made by a rollback (their ``reason`` starts with
-   ``rollback:`` — including the validator's own) and versions already validated;
-2. asks the serving API to answer each of the model's golden requests *with that version*, by sending
-   ``X-Model-Version: <version>``. Pinning, not waiting until ``/health`` reports the version, because the
-   fleet reloads at its own pace (several instances, several workers each, canary users on another
-   version): a pinned request is answered by exactly the candidate, loaded through the same checksum and
-   allow-list checks as a reload, with no race and no sleep. The answer's ``version`` is checked, so a
-   server that ignored the header cannot pass a candidate;
-3. judges each answer with the definition's expectations (:class:`handlers.ml.definition_types.Expectation`) and
-   the output guard rail (an answer the server had to clamp is a failure: the candidate answered outside
-   what the model may answer);
-4. all pass → ``store.mark_validated`` (the version becomes a rollback target). Any judged failure → the
-   pointer is rolled back to the newest validated older version (``store.rollback``) if it still names the
-   candidate, then one Sentry alert says what failed and where the pointer went. The serving fleet follows
-   the pointer back at its next check.
+``<prefix><name>/candidate.json`` — training published a candidate. The validator
 
-A candidate is only blamed for what is its own: a failed expectation, or the server's error codes
-``model_unloadable`` (tampered bytes, untrusted types), ``prediction_failed``, ``unknown_version``. When the
-API cannot be asked at all (unreachable, 5xx of its own, version pinning disabled, an answer for another
-version) the result is *inconclusive*: a warning alert, no marker, no rollback, and the Lambda raises
-:class:`~handlers.ml.serving.errors.ValidationInconclusive` so the asynchronous invocation is retried (then
-its on-failure destination). Rolling back because the API was down would punish the wrong thing.
+1. ignores a candidate already decided (validated and live, or rejected);
+2. asks the serving fleet each golden request *for that version*, on the internal route
+   ``/internal/validate/<model>/<version><endpoint>``, signed with the model store's validation key
+   (:mod:`handlers.ml.serving.auth`) — users cannot reach it, and the fleet answers from exactly the candidate,
+   loaded with the same checksum and allow-list checks as a reload, with no race and no sleep; the answer's
+   ``version`` is checked;
+3. judges each answer (:mod:`handlers.ml.serving.judging`): the definition's expectations and guard rails;
+4. all pass → ``mark_validated``, then ``promote`` (the live pointer moves; every serving process follows within
+   its poll interval) — unless a newer candidate was published meanwhile (then it is only marked: the newer one
+   is next). Any judged failure → ``reject`` (never live) and one Sentry alert; users never saw it.
 
-The core (:func:`validate`, :func:`handle_event`) takes the definition(s), the store and a
-:class:`~handlers.ml.serving.client.ServingClient`; :func:`handler` only builds those from the environment:
+``<prefix><name>/current.json`` — the live pointer moved (a promotion, a rollback, or a hand). The validator
+checks it (:meth:`handlers.ml.store.ModelStore.live_problem`): readable, naming a validated version whose
+artefact is intact. If not, it rolls back to the last validated version by the pointer log's order and alerts.
+
+When the fleet cannot be asked (unreachable, its own 5xx, the model switched off, a refused signature) the
+result is *inconclusive*: a warning, nothing decided, and the Lambda raises
+:class:`~handlers.ml.serving.errors.ValidationInconclusive` so the asynchronous invocation is retried (then its
+on-failure destination). A model whose definition does not load is skipped (the definition is reported once per
+cold start) — the others are validated as usual.
+
+The core (:func:`validate`, :func:`check_live`, :func:`handle_event`) takes the definitions, the store and a
+:class:`~handlers.ml.serving.client.ServingClient` per model; :func:`handler` builds them from the environment:
 
 * ``MODELS_BUCKET`` (required), ``MODELS_PREFIX`` (default ``models/``);
-* ``SERVING_URL`` (required) — base URL of the serving API;
-* ``SERVING_IAM_AUTH`` (``1`` on AWS: sign with SigV4), ``SERVING_IAM_SERVICE`` (default ``execute-api``),
+* ``SERVING_URL`` (required) — the serving fleet; ``SERVING_URLS`` — JSON ``{"<model>": "<url>"}`` for models
+  served elsewhere (a deployment of their own);
+* ``SERVING_IAM_AUTH`` (``1`` on AWS: SigV4 for API Gateway), ``SERVING_IAM_SERVICE`` (default ``execute-api``),
   ``AWS_REGION``; ``SERVING_TIMEOUT_SECONDS`` (default 10);
 * ``MODEL_DEFINITIONS_DIR`` — default ``models/`` at the root of the zip (beside ``handlers/``);
-* ``STAGE``, ``SENTRY_DSN`` / ``SENTRY_LOCAL_PATH``.
+* ``STAGE``, ``SENTRY_DSN`` / ``SENTRY_DSN_SECRET_ARN`` / ``SENTRY_LOCAL_PATH``.
 """
 from __future__ import annotations
 
-import enum
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote_plus
 from typing import Any, Callable, Mapping
+from urllib.parse import unquote_plus
+
+import orjson
 
 from handlers.core.config import PACKAGE_ROOT, ConfigError
-from handlers.ml.definition import load_definitions
+from handlers.ml.definition import load_definitions_safely
 from handlers.ml.definition_types import GoldenRequest, ModelDefinition
 from handlers.ml.errors import NoValidatedVersion, StoreError
-from handlers.ml.serving.alerts import report_validation_problem
+from handlers.ml.serving.alerts import report_definition_problem, report_live_problem, report_validation_problem
 from handlers.ml.serving.client import HttpClient, ServingClient, SigV4Signer
 from handlers.ml.serving.config import truthy
 from handlers.ml.serving.errors import ServingUnreachable, ValidationInconclusive
+from handlers.ml.serving.judging import CANDIDATE_FAULTS, GoldenResult, Outcome, ValidationReport, judge
+from handlers.ml.store import REJECTED, VALIDATED
+
+__all__ = ["CANDIDATE_FAULTS", "Outcome", "ValidationReport", "judge", "validate", "check_live", "handle_event",
+           "parse_event", "PointerMoved", "ValidatorSettings", "handler", "reset"]
 
 log = logging.getLogger(__name__)
 
-VERSION_HEADER = "X-Model-Version"
-ROLLBACK_PREFIX = "rollback:"
+INTERNAL_PREFIX = "/internal/validate"
 VALIDATOR_REASON = "validator"
-# Error codes of the serving app that are the candidate's own fault (see handlers.ml.serving.errors).
-CANDIDATE_FAULTS = frozenset({"model_unloadable", "prediction_failed", "unknown_version"})
+CANDIDATE, LIVE = "candidate", "current"
 
 
-class Outcome(str, enum.Enum):
-    VALIDATED = "validated"  # every golden request passed: marker written
-    ROLLED_BACK = "rolled_back"  # a golden request failed: pointer moved back to a validated version
-    FAILED_NO_ROLLBACK = "failed_no_rollback"  # failed, and no validated version to go back to (or it is broken)
-    FAILED_NOT_CURRENT = "failed_not_current"  # failed, but the pointer had already moved on: nothing to undo
-    INCONCLUSIVE = "inconclusive"  # the serving API could not be asked: nothing decided, retried
-    SKIPPED = "skipped"  # not a pointer move to validate
+def internal_path(model: str, version: str, endpoint: str) -> str:
+    return f"{INTERNAL_PREFIX}/{model}/{version}{endpoint}"
 
 
-@dataclass(frozen=True)
-class GoldenResult:
-    """One golden request asked live: ``judged`` False means the answer says nothing about the candidate."""
-
-    name: str
-    endpoint: str
-    passed: bool
-    judged: bool
-    status: int | None
-    problems: tuple[str, ...] = ()
-    answered_version: str | None = None
-    prediction: Mapping[str, Any] | None = None
-
-    def describe(self) -> str:
-        state = "ok" if self.passed else "FAILED" if self.judged else "not judged"
-        return f"{self.name} ({self.endpoint}, HTTP {self.status}): {state}" + (
-            f": {'; '.join(self.problems)}" if self.problems else "")
-
-
-@dataclass(frozen=True)
-class ValidationReport:
-    model: str
-    version: str | None
-    outcome: Outcome
-    results: tuple[GoldenResult, ...] = ()
-    rolled_back_to: str | None = None
-    alerted: bool = False
-    detail: str = ""
-
-    def failures(self) -> list[str]:
-        return [r.describe() for r in self.results if not r.passed]
-
-    def headline(self) -> str:
-        failed = [r.name for r in self.results if not r.passed]
-        head = f"{self.model}: version {self.version} {self.outcome.value}"
-        if failed:
-            head += f" ({', '.join(failed)})"
-        if self.rolled_back_to:
-            head += f"; pointer back to {self.rolled_back_to}"
-        return head
-
-    def summary(self) -> str:
-        return "\n".join([self.headline(), *([self.detail] if self.detail else []), *self.failures()])
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "version": self.version, "outcome": self.outcome.value,
-                "rolled_back_to": self.rolled_back_to, "alerted": self.alerted, "detail": self.detail,
-                "results": [{"name": r.name, "endpoint": r.endpoint, "passed": r.passed, "judged": r.judged,
-                             "status": r.status, "problems": list(r.problems),
-                             "answered_version": r.answered_version,
-                             "prediction": dict(r.prediction) if r.prediction is not None else None}
-                            for r in self.results]}
-
-
-# -- judging one answer (pure) -------------------------------------------------------------------------------------
-def judge(definition: ModelDefinition, golden: GoldenRequest, version: str, status: int | None,
-          body: Any) -> GoldenResult:
-    """What one answer of the serving API says about ``version``."""
-    base = dict(name=golden.name, endpoint=golden.endpoint, status=status)
-    if status is None:
-        return GoldenResult(**base, passed=False, judged=False, problems=("no answer from the serving API",))
-    if status == 200:
-        if not isinstance(body, Mapping) or not isinstance(body.get("prediction"), Mapping):
-            return GoldenResult(**base, passed=False, judged=False,
-                                problems=("HTTP 200 without a prediction: not the serving wrapper's answer",))
-        answered = body.get("version")
-        if answered != version:
-            return GoldenResult(**base, passed=False, judged=False, answered_version=answered,
-                                problems=(f"answered by version {answered}, not {version}: is "
-                                          f"{VERSION_HEADER} honoured?",))
-        prediction = body["prediction"]
-        problems = list(golden.problems(prediction))
-        rail = body.get("guard_rail") or {}
-        if body.get("clamped"):
-            raw = {definition.guard_rails.output_field: rail.get("raw")}
-            problems.append(definition.guard_rails.output_problem(raw) or
-                            f"{definition.guard_rails.output_field}: clamped by the output guard rail")
-        return GoldenResult(**base, passed=not problems, judged=True, problems=tuple(problems),
-                            answered_version=answered, prediction=dict(prediction))
-    error = body.get("error") if isinstance(body, Mapping) else None
-    code = error.get("code") if isinstance(error, Mapping) else None
-    message = error.get("message") if isinstance(error, Mapping) else None
-    problem = f"HTTP {status} [{code or 'no error code'}] {message or ''}".strip()
-    return GoldenResult(**base, passed=False, judged=code in CANDIDATE_FAULTS, problems=(problem,))
-
-
-def ask(definition: ModelDefinition, client: ServingClient, golden: GoldenRequest, version: str) -> GoldenResult:
+def ask(definition: ModelDefinition, client: ServingClient, golden: GoldenRequest, version: str,
+        key: bytes) -> GoldenResult:
     endpoint = definition.endpoint(golden.endpoint)
     try:
-        answer = client.request(endpoint.method, golden.endpoint, dict(golden.input),
-                                headers={VERSION_HEADER: version})
+        answer = client.request(endpoint.method, internal_path(definition.name, version, golden.endpoint),
+                                dict(golden.input), validation_key=key)
     except ServingUnreachable as exc:
         return GoldenResult(golden.name, golden.endpoint, passed=False, judged=False, status=None,
                             problems=(f"no answer: {exc}",))
     return judge(definition, golden, version, answer.status, answer.body)
-
-
-# -- the decision --------------------------------------------------------------------------------------------------
-def validate(definition: ModelDefinition, store: Any, client: ServingClient, version: str, *,
-             alert: Callable[[ValidationReport], bool] = report_validation_problem) -> ValidationReport:
-    """Ask every golden request of ``version`` live; mark it validated, or alert and roll back (see module doc)."""
-    name = definition.name
-    results = tuple(ask(definition, client, golden, version) for golden in definition.golden_requests)
-    if any(not r.judged for r in results):
-        report = ValidationReport(name, version, Outcome.INCONCLUSIVE, results,
-                                  detail="the serving API could not be asked about this version; nothing decided")
-        log.warning("%s", report.summary())
-        return _with_alert(report, alert)
-    if all(r.passed for r in results):
-        store.mark_validated(name, version, note=f"{len(results)} golden requests answered live")
-        report = ValidationReport(name, version, Outcome.VALIDATED, results)
-        log.info("%s", report.summary())
-        return report
-    failed = [r.name for r in results if not r.passed]
-    report = _roll_back(store, ValidationReport(name, version, Outcome.FAILED_NO_ROLLBACK, results), failed)
-    log.error("%s", report.summary())
-    return _with_alert(report, alert)
-
-
-def _roll_back(store: Any, report: ValidationReport, failed: list[str]) -> ValidationReport:
-    name, version = report.model, report.version
-    try:
-        pointer = store.current(name)
-        if pointer is None or pointer.version != version:
-            return _replace(report, outcome=Outcome.FAILED_NOT_CURRENT,
-                            detail=f"the pointer names {pointer.version if pointer else 'nothing'} now: not rolled "
-                                   f"back")
-        target = store.rollback(name, reason=f"{VALIDATOR_REASON}: {version} failed golden requests "
-                                             f"{', '.join(failed)}")
-        return _replace(report, outcome=Outcome.ROLLED_BACK, rolled_back_to=target)
-    except NoValidatedVersion as exc:
-        return _replace(report, detail=f"cannot roll back: {exc.message}; the failing version is still served")
-    except StoreError as exc:
-        return _replace(report, detail=f"rollback failed: {exc}; the failing version is still served")
 
 
 def _replace(report: ValidationReport, **changes: Any) -> ValidationReport:
@@ -218,18 +95,91 @@ def _with_alert(report: ValidationReport, alert: Callable[[ValidationReport], bo
     return _replace(report, alerted=bool(alert(report)))
 
 
-# -- the pointer event ---------------------------------------------------------------------------------------------
+# -- a candidate ---------------------------------------------------------------------------------------------------
+def validate(definition: ModelDefinition, store: Any, client: ServingClient, version: str, *,
+             alert: Callable[[ValidationReport], bool] = report_validation_problem) -> ValidationReport:
+    """Ask every golden request of ``version`` on the fleet; validate and promote, or reject and alert."""
+    name = definition.name
+    key = store.validation_key(create=True)
+    results = tuple(ask(definition, client, golden, version, key) for golden in definition.golden_requests)
+    if any(not r.judged for r in results):
+        report = ValidationReport(name, version, Outcome.INCONCLUSIVE, results,
+                                  detail="the serving fleet could not be asked about this version; nothing decided")
+        log.warning("%s", report.summary())
+        return _with_alert(report, alert)
+    if all(r.passed for r in results):
+        store.mark_validated(name, version, note=f"{len(results)} golden requests answered on the fleet")
+        return _promote(store, ValidationReport(name, version, Outcome.VALIDATED, results))
+    failed = [r.name for r in results if not r.passed]
+    store.reject(name, version, reason=f"{VALIDATOR_REASON}: golden requests {', '.join(failed)} failed")
+    report = ValidationReport(name, version, Outcome.REJECTED, results,
+                              detail="never served to users; the live version is unchanged")
+    log.error("%s", report.summary())
+    return _with_alert(report, alert)
+
+
+def _promote(store: Any, report: ValidationReport) -> ValidationReport:
+    name, version = report.model, report.version
+    candidate = store.candidate(name)
+    if candidate is not None and candidate.version != version:
+        report = _replace(report, detail=f"validated, not made live: {candidate.version} was published since")
+    else:
+        store.promote(name, version, reason=f"{VALIDATOR_REASON}: {len(report.results)} golden requests passed")
+        report = _replace(report, detail="live")
+    log.info("%s", report.summary())
+    return report
+
+
+def handle_candidate(definition: ModelDefinition, store: Any, client: ServingClient, *,
+                     alert: Callable[[ValidationReport], bool] = report_validation_problem) -> ValidationReport:
+    name = definition.name
+    candidate = store.candidate(name)  # what it names now: a later publish supersedes this event's
+    if candidate is None:
+        return ValidationReport(name, None, Outcome.SKIPPED, detail="no candidate")
+    verdict = store.verdict(name, candidate.version)
+    if verdict == REJECTED:
+        return ValidationReport(name, candidate.version, Outcome.SKIPPED, detail="rejected before")
+    if verdict == VALIDATED:
+        live = store.current(name)
+        if live is not None and live.version == candidate.version:
+            return ValidationReport(name, candidate.version, Outcome.SKIPPED, detail="already validated and live")
+        return _promote(store, ValidationReport(name, candidate.version, Outcome.VALIDATED,
+                                                detail="validated before, not yet live"))
+    return validate(definition, store, client, candidate.version, alert=alert)
+
+
+# -- the live pointer ----------------------------------------------------------------------------------------------
+def check_live(name: str, store: Any, *, alert: Callable[[str, str, str | None], bool] = report_live_problem
+               ) -> ValidationReport:
+    """A write of the live pointer: if it is unreadable or names a missing, unvalidated or altered version, roll
+    back to the last validated version (by the pointer log's order) and alert."""
+    problem = store.live_problem(name)
+    if problem is None:
+        return ValidationReport(name, store.current_version(name), Outcome.LIVE_OK)
+    log.error("model %s: the live pointer is broken: %s", name, problem)
+    try:
+        target = store.rollback(name, reason=f"{VALIDATOR_REASON}: {problem}")
+        report = ValidationReport(name, None, Outcome.ROLLED_BACK, rolled_back_to=target, detail=problem)
+    except NoValidatedVersion as exc:
+        report = ValidationReport(name, None, Outcome.BROKEN_NO_ROLLBACK, detail=f"{problem}; {exc.message}")
+    except StoreError as exc:
+        report = ValidationReport(name, None, Outcome.BROKEN_NO_ROLLBACK, detail=f"{problem}; rollback failed: {exc}")
+    return _replace(report, alerted=bool(alert(name, problem, report.rolled_back_to)))
+
+
+# -- the store event -----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PointerMoved:
-    """An S3 "Object Created" event for ``<prefix><model>/current.json`` in the models bucket."""
+    """An S3 "Object Created" event for ``<prefix><model>/candidate.json`` or ``…/current.json``."""
 
     bucket: str
     key: str
     model: str
+    kind: str = CANDIDATE  # candidate | current
 
 
 def parse_event(event: Mapping[str, Any], *, bucket: str, prefix: str) -> PointerMoved | str:
-    """The pointer move this EventBridge event reports, or why it is not one (a string)."""
+    """The pointer write this EventBridge event reports, or why it is not one (a string)."""
     if event.get("source") != "aws.s3" or event.get("detail-type") != "Object Created":
         return f"not an S3 Object Created event ({event.get('source')!r}, {event.get('detail-type')!r})"
     detail = event.get("detail") or {}
@@ -237,33 +187,32 @@ def parse_event(event: Mapping[str, Any], *, bucket: str, prefix: str) -> Pointe
     key = unquote_plus((detail.get("object") or {}).get("key") or "")  # S3 notifications URL-encode keys
     if event_bucket != bucket:
         return f"bucket {event_bucket!r} is not the models bucket {bucket!r}"
-    match = re.fullmatch(re.escape(prefix) + r"([a-z][a-z0-9_]{1,62})/current\.json", key or "")
+    match = re.fullmatch(re.escape(prefix) + r"([a-z][a-z0-9_]{1,62})/(candidate|current)\.json", key or "")
     if match is None:
-        return f"key {key!r} is not a model pointer ({prefix}<name>/current.json)"
-    return PointerMoved(event_bucket, key, match.group(1))
+        return f"key {key!r} is not a model pointer ({prefix}<name>/candidate.json or current.json)"
+    return PointerMoved(event_bucket, key, match.group(1), match.group(2))
 
 
 def handle_event(event: Mapping[str, Any], *, definitions: Mapping[str, ModelDefinition], store: Any,
-                 client: ServingClient, alert: Callable[[ValidationReport], bool] = report_validation_problem
-                 ) -> ValidationReport:
+                 client: ServingClient | Mapping[str, ServingClient],
+                 broken: Mapping[str, Exception] | None = None,
+                 alert: Callable[[ValidationReport], bool] = report_validation_problem) -> ValidationReport:
     """Decide what a pointer event asks for and do it (see the module doc for what is ignored)."""
     moved = parse_event(event, bucket=store.bucket, prefix=store.prefix)
     if isinstance(moved, str):
         return ValidationReport("(none)", None, Outcome.SKIPPED, detail=moved)
+    if moved.kind == LIVE:
+        return check_live(moved.model, store)
     definition = definitions.get(moved.model)
     if definition is None:
-        log.error("pointer of %s moved, but no definition of it ships with the validator", moved.model)
-        return ValidationReport(moved.model, None, Outcome.SKIPPED,
-                                detail=f"no definition models/{moved.model}.yaml in the validator")
-    pointer = store.current(moved.model)  # what it names now: a later move supersedes this event's
-    if pointer is None:
-        return ValidationReport(moved.model, None, Outcome.SKIPPED, detail="the pointer is gone")
-    if pointer.reason.startswith(ROLLBACK_PREFIX):
-        return ValidationReport(moved.model, pointer.version, Outcome.SKIPPED,
-                                detail=f"the pointer was moved by a rollback ({pointer.reason})")
-    if pointer.version in store.validated_versions(moved.model):
-        return ValidationReport(moved.model, pointer.version, Outcome.SKIPPED, detail="already validated")
-    return validate(definition, store, client, pointer.version, alert=alert)
+        why = next((f"its definition {file} does not load: {error}" for file, error in (broken or {}).items()
+                    if Path(file).stem == moved.model), f"no definition models/{moved.model}.yaml here")
+        log.error("candidate of %s: not validated: %s", moved.model, why)
+        return ValidationReport(moved.model, None, Outcome.SKIPPED, detail=why)
+    chosen = client.get(moved.model) if isinstance(client, Mapping) else client
+    if chosen is None:
+        return ValidationReport(moved.model, None, Outcome.SKIPPED, detail="no serving URL for this model")
+    return handle_candidate(definition, store, chosen, alert=alert)
 
 
 # -- the Lambda ----------------------------------------------------------------------------------------------------
@@ -278,15 +227,23 @@ class ValidatorSettings:
     timeout: float
     definitions_dir: Path
     stage: str = "local"
+    serving_urls: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> "ValidatorSettings":
         for required in ("MODELS_BUCKET", "SERVING_URL"):
             if not environ.get(required, "").strip():
                 raise ConfigError(required, "required")
-        url = environ["SERVING_URL"].strip()
-        if not re.match(r"^https?://[^/\s]+", url):
-            raise ConfigError("SERVING_URL", f"{url!r} is not an http(s) URL")
+        url = _url(environ["SERVING_URL"].strip(), "SERVING_URL")
+        urls: dict[str, str] = {}
+        if environ.get("SERVING_URLS", "").strip():
+            try:
+                raw = orjson.loads(environ["SERVING_URLS"])
+            except orjson.JSONDecodeError:
+                raise ConfigError("SERVING_URLS", 'not JSON: {"<model>": "https://…"}') from None
+            if not isinstance(raw, dict):
+                raise ConfigError("SERVING_URLS", 'a JSON object {"<model>": "https://…"}')
+            urls = {str(model): _url(str(value), f"SERVING_URLS.{model}") for model, value in raw.items()}
         try:
             timeout = float(environ.get("SERVING_TIMEOUT_SECONDS", "10"))
         except ValueError:
@@ -296,27 +253,40 @@ class ValidatorSettings:
                    serving_url=url, iam_auth=truthy(environ.get("SERVING_IAM_AUTH"), "SERVING_IAM_AUTH"),
                    iam_service=environ.get("SERVING_IAM_SERVICE", "execute-api").strip() or "execute-api",
                    region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "eu-west-1",
-                   timeout=timeout, stage=environ.get("STAGE", "local"),
+                   timeout=timeout, stage=environ.get("STAGE", "local"), serving_urls=urls,
                    definitions_dir=Path(environ.get("MODEL_DEFINITIONS_DIR") or PACKAGE_ROOT / "models"))
 
-    def client(self) -> HttpClient:
+    def client(self, model: str | None = None) -> HttpClient:
         signer = SigV4Signer(self.region, service=self.iam_service) if self.iam_auth else None
-        return HttpClient(self.serving_url, timeout=self.timeout, signer=signer)
+        return HttpClient(self.serving_urls.get(model or "", self.serving_url), timeout=self.timeout, signer=signer)
+
+    def clients(self, models: Any) -> dict[str, HttpClient]:
+        return {model: self.client(model) for model in models}
+
+
+def _url(value: str, name: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ConfigError(name, f"{value!r} is not an http(s) URL")
+    return value
 
 
 _cold: dict[str, Any] = {}
 
 
 def _dependencies() -> dict[str, Any]:
-    """Built once per Lambda container: settings, Sentry, definitions (entry points not imported), store, client."""
+    """Built once per Lambda container: settings, Sentry, definitions (entry points not imported), store, clients.
+    A definition that does not load is reported once here; events for that model are skipped."""
     if not _cold:
         from handlers.core.alerts import init_sentry
         from handlers.ml.store import ModelStore
 
         settings = ValidatorSettings.from_environ()
         init_sentry(settings.stage)
-        _cold.update(definitions=load_definitions(settings.definitions_dir, resolve=False),
-                     store=ModelStore(settings.bucket, prefix=settings.prefix), client=settings.client())
+        definitions, broken = load_definitions_safely(settings.definitions_dir, resolve=False)
+        for filename, error in broken.items():
+            report_definition_problem(filename, error, where="the validator")
+        _cold.update(definitions=definitions, broken=broken, store=ModelStore(settings.bucket, prefix=settings.prefix),
+                     client=settings.clients(definitions))
     return _cold
 
 
@@ -331,3 +301,4 @@ def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
     if report.outcome is Outcome.INCONCLUSIVE:
         raise ValidationInconclusive(report)
     return report.to_dict()
+
