@@ -16,6 +16,8 @@ The rule itself is :func:`slew` — a *sliding* limit, not a window that opens a
 move from the last served one by at most a factor ``(1 + max_relative)`` per ``window``, pro rata to the time
 since (``factor ** (elapsed / window)``). Steps compound exactly, so over *any* window the answer moves by at
 most the factor either way, and there is no cliff where a fresh window lets the whole change through at once.
+The entry's time never goes back: an answer stamped earlier than the entry (another host's clock, a request that
+raced) gets no allowance, so interleaved processes cannot earn the same time twice.
 
 **Rollback.** Each entry records the version that served it. Entries of a version that was rolled back
 (rejected in the store) are ignored — the next answer comes from the good version unlimited — and deleted where
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import threading
 import time
 from collections import OrderedDict
@@ -85,7 +88,7 @@ class LocalMemory:
             entry = self._entries.get((model, key))
             previous = None if entry is None or entry[1] in ignore else entry
             served = value if previous is None else slew(previous[0], value, now - previous[2], factor, window)
-            self._entries[(model, key)] = (served, version, now)
+            self._entries[(model, key)] = (served, version, max(now, previous[2]) if previous else now)
             self._entries.move_to_end((model, key))
             while len(self._entries) > self.capacity:
                 self._entries.popitem(last=False)
@@ -121,7 +124,7 @@ ON CONFLICT (model, key) DO UPDATE SET
                                 ELSE LEAST(1.0, GREATEST(0.0, (EXCLUDED.at - m.at) / %(window)s)) END)),
                        m.value * power(%(factor)s, CASE WHEN %(window)s <= 0 THEN 1.0
                                 ELSE LEAST(1.0, GREATEST(0.0, (EXCLUDED.at - m.at) / %(window)s)) END)) END,
-    version = EXCLUDED.version, at = EXCLUDED.at
+    version = EXCLUDED.version, at = GREATEST(m.at, EXCLUDED.at)
 RETURNING value, (SELECT value FROM old)"""
 
 
@@ -183,7 +186,10 @@ class PostgresMemory:
 
 class DynamoMemory:
     """The memory in a DynamoDB table (partition key ``pk``, TTL attribute ``expires_at``): read, then a
-    conditional write that fails if another process wrote in between (then read again, at most 3 times)."""
+    conditional write that fails if another process wrote in between (then read again after a few jittered
+    milliseconds, at most ``ATTEMPTS`` times: one input answered at the same moment by many processes)."""
+
+    ATTEMPTS = 10
 
     kind = "dynamodb"
 
@@ -203,7 +209,9 @@ class DynamoMemory:
         from botocore.exceptions import BotoCoreError, ClientError
 
         pk = {"S": f"{model}#{key.hex()}"}
-        for _ in range(3):
+        for attempt in range(self.ATTEMPTS):
+            if attempt:
+                time.sleep(random.uniform(0, 0.002 * attempt))
             try:
                 item = self.client.get_item(TableName=self.table, Key={"pk": pk}, ConsistentRead=True).get("Item")
                 usable = item is not None and item["version"]["S"] not in ignore
@@ -213,9 +221,10 @@ class DynamoMemory:
                 condition = ({"ConditionExpression": "attribute_not_exists(pk)"} if item is None else
                              {"ConditionExpression": "#at = :at", "ExpressionAttributeNames": {"#at": "at"},
                               "ExpressionAttributeValues": {":at": item["at"]}})
+                at = max(now, float(item["at"]["N"])) if usable else now  # time never goes back (clock skew)
                 self.client.put_item(TableName=self.table, Item={
                     "pk": pk, "value": {"N": repr(float(served))}, "version": {"S": version},
-                    "at": {"N": repr(float(now))}, "expires_at": {"N": str(int(time.time() + self.ttl_seconds))}},
+                    "at": {"N": repr(float(at))}, "expires_at": {"N": str(int(time.time() + self.ttl_seconds))}},
                     **condition)
                 return served, previous
             except ClientError as exc:
@@ -223,7 +232,7 @@ class DynamoMemory:
                     raise MemoryUnavailable(f"DynamoDB: {exc}") from None
             except BotoCoreError as exc:
                 raise MemoryUnavailable(f"DynamoDB: {exc}") from None
-        raise MemoryUnavailable("DynamoDB: the entry kept changing under three attempts")
+        raise MemoryUnavailable(f"DynamoDB: the entry kept changing under {self.ATTEMPTS} attempts")
 
     def forget(self, model: str, versions: Iterable[str]) -> None:
         """Nothing to do: entries of rolled-back versions are ignored on read, and expire through the TTL."""
