@@ -1,4 +1,9 @@
-"""``letgo warehouse``: the local warehouse (sync, query, prompt) and a deployed stage's (migrate, load)."""
+"""``letgo warehouse``: the local warehouse (sync, query, prompt) and a deployed stage's (migrate, load).
+
+``query`` and ``prompt`` take Redshift SQL by default (translated to DuckDB, :mod:`letgo.warehouse.redshift_sql`),
+so a query copied from the Redshift query editor or the README runs unchanged; ``--dialect duckdb`` skips the
+translation.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from letgo import REPO_ROOT
-
-WAREHOUSE_DIR = REPO_ROOT / ".local" / "warehouse"
+from letgo.warehouse import DEFAULT_DIR as WAREHOUSE_DIR
 
 
 def register(sub: Any) -> None:
@@ -19,6 +23,9 @@ def register(sub: Any) -> None:
     warehouse.add_argument("--dir", default=str(WAREHOUSE_DIR), help="the warehouse folder (default .local/warehouse)")
     warehouse.add_argument("--bucket", help="sync: the processed-events bucket (default: the local stage's)")
     warehouse.add_argument("--limit", type=int, default=200, help="print at most this many rows (default 200)")
+    warehouse.add_argument("--dialect", choices=["redshift", "duckdb"], default="redshift",
+                           help="query/prompt: the SQL dialect (default redshift: translated to DuckDB)")
+    warehouse.add_argument("--show-sql", action="store_true", help="query: print the DuckDB SQL that runs")
     warehouse.add_argument("--event-types", default=str(REPO_ROOT / "event_types"))
     warehouse.add_argument("--stage", help="migrate/load: the deployed stage (DEV, PROD)")
     warehouse.add_argument("--day", help="load: the UTC day of the objects to (re)load, YYYY-MM-DD")
@@ -35,7 +42,8 @@ def cmd_warehouse(args: argparse.Namespace) -> int:
 
     if args.action == "query":
         return cmd_query(args)
-    with sql_history(Path(args.dir)), LocalWarehouse(Path(args.dir), event_types=Path(args.event_types)) as warehouse:
+    with sql_history(Path(args.dir)), LocalWarehouse(Path(args.dir), event_types=Path(args.event_types),
+                                                     dialect=args.dialect) as warehouse:
         repl(warehouse, limit=args.limit)
     return 0
 
@@ -60,17 +68,23 @@ def cmd_query(args: argparse.Namespace) -> int:
     import duckdb
 
     from letgo.warehouse.local import LocalWarehouse, format_table
+    from letgo.warehouse.redshift_sql import RedshiftSqlError
 
     if bool(args.sql) == bool(args.file):
         print("error: query needs SQL or --file (one of them)", file=sys.stderr)
         return 2
     sql = Path(args.file).read_text() if args.file else args.sql
-    with LocalWarehouse(Path(args.dir), event_types=Path(args.event_types)) as warehouse:
+    with LocalWarehouse(Path(args.dir), event_types=Path(args.event_types), dialect=args.dialect) as warehouse:
         try:
+            if args.show_sql:
+                print(f"-- DuckDB SQL:\n{warehouse.translate(sql)}", file=sys.stderr)
             print(format_table(*warehouse.query(sql), limit=args.limit))
-        except duckdb.Error as exc:
+        except (duckdb.Error, RedshiftSqlError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
+    if not any((Path(args.dir) / "events").glob("type=*")):
+        print(f"note: {Path(args.dir) / 'events'} holds no events yet: `make run` or `letgo warehouse sync` "
+              "fills it", file=sys.stderr)
     return 0
 
 

@@ -15,7 +15,8 @@ Redshift:
   ``events.<snake_case type>``, whose columns follow the event type's YAML (one typed column per property;
   a geo point becomes ``<name>_lat``/``<name>_lon``; objects and lists stay JSON) and carry the Redshift
   DDL's names (:mod:`letgo.warehouse.ddl`), plus ``events.all_events``. Types without data yet get an empty
-  view with the same columns.
+  view with the same columns. Queries are Redshift SQL by default, translated to DuckDB
+  (:mod:`letgo.warehouse.redshift_sql`), so the analyst's Redshift query runs here unchanged.
 """
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import orjson
 
 from handlers.schema.event_types import EventType
+from letgo import REPO_ROOT
+from letgo.warehouse import DEFAULT_DIR
 
 EVENTS_PREFIX = "events/"
 PROMPT, CONTINUATION = "sql> ", " ..> "
@@ -196,18 +199,27 @@ def property_columns(event_type: EventType) -> list[tuple[str, str, str]]:
 
 
 class LocalWarehouse:
-    """DuckDB (in memory) over a materialised tree: ``events.<snake_case type>`` and ``events.all_events``."""
+    """DuckDB (in memory) over a materialised tree: ``events.<snake_case type>`` and ``events.all_events``.
 
-    def __init__(self, target: Path, *, event_types: Path | None = None) -> None:
+    ``dialect`` is the SQL :meth:`query` accepts unless told otherwise: ``redshift`` (translated) or ``duckdb``.
+    """
+
+    def __init__(self, target: Path = DEFAULT_DIR, *, event_types: Path | None = None,
+                 dialect: str = "redshift") -> None:
         import duckdb
 
         from handlers.schema.event_types import load_catalog
-        from letgo import REPO_ROOT
+        from letgo.warehouse.redshift_sql import DIALECTS, WarehouseSchema
 
+        if dialect not in DIALECTS:
+            raise ValueError(f"dialect must be one of {', '.join(DIALECTS)}, not {dialect!r}")
         self.target = Path(target)
+        self.dialect = dialect
         self.catalog = load_catalog(Path(event_types) if event_types else REPO_ROOT / "event_types")
         self.connection = duckdb.connect(":memory:")
+        self.connection.execute("SET TimeZone = 'UTC'")  # as Redshift: GETDATE(), CURRENT_DATE are UTC
         self.views: dict[str, str] = {}  # view name -> event type
+        self.schema = WarehouseSchema()
         self.refresh()
 
     def _source(self, pattern: Path) -> str:
@@ -246,10 +258,55 @@ class LocalWarehouse:
         for view in [*self.views, "all_events"]:
             self.connection.execute(f"CREATE OR REPLACE VIEW analytics.{_ident(view)} AS SELECT * FROM "
                                     f"events.{_ident(view)}")
+        self.schema = self._schema()
 
-    def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """Run ``sql`` (several statements: the last one's result); (column names, rows)."""
-        cursor = self.connection.execute(sql)
+    def _schema(self) -> Any:
+        """What the Redshift translation needs: temporal columns, SUPER columns and their specs, DuckDB's functions."""
+        from letgo.warehouse.redshift_sql import WarehouseSchema
+
+        types: dict[str, set[str]] = defaultdict(set)
+        for name, data_type in self.connection.execute(
+                "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'events'"
+                ).fetchall():
+            types[name].add(data_type)
+        navigable: dict[str, Any] = {"context": {"type": "object", "properties": self.catalog.context_properties}}
+        for event_type in self.catalog.types.values():
+            by_column = {column: expression for column, _, expression in property_columns(event_type)}
+            for name, spec in event_type.properties.items():
+                column = next((c for c, e in by_column.items() if e == f"properties->{_literal('$.' + name)}"), None)
+                if column is not None:  # an object or list: SUPER in Redshift, JSON here
+                    navigable[column] = spec if navigable.get(column, spec) == spec else None
+        functions = {name for (name,) in self.connection.execute(
+            "SELECT DISTINCT lower(function_name) FROM duckdb_functions()").fetchall()}
+        return WarehouseSchema(
+            temporal=frozenset(n for n, t in types.items() if t <= {"DATE", "TIMESTAMP", "TIMESTAMP WITH TIME ZONE"}),
+            integers=frozenset(n for n, t in types.items() if t <= {"INTEGER", "BIGINT", "SMALLINT"}),
+            navigable=navigable, functions=frozenset(functions))
+
+    def translate(self, sql: str, dialect: str | None = None) -> str:
+        """``sql`` as DuckDB will run it (Redshift SQL translated; DuckDB SQL unchanged)."""
+        from letgo.warehouse.redshift_sql import translate
+
+        return translate(sql, self.schema) if (dialect or self.dialect) == "redshift" else sql
+
+    def query(self, sql: str, *, dialect: str | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run ``sql`` (several statements: the last one's result); (column names, rows).
+
+        Redshift SQL unless ``dialect`` (or the warehouse's) says ``duckdb``. Raises
+        :class:`letgo.warehouse.redshift_sql.RedshiftSqlError` for SQL that cannot run locally (a DuckDB error
+        about a function gets the same kind of hint) and ``duckdb.Error`` for the rest.
+        """
+        import duckdb
+
+        from letgo.warehouse.redshift_sql import RedshiftSqlError, explain
+
+        try:
+            cursor = self.connection.execute(self.translate(sql, dialect))
+        except duckdb.Error as exc:
+            hint = explain(str(exc))
+            if hint is None:
+                raise
+            raise RedshiftSqlError(f"{str(exc).splitlines()[0]}\n{hint}") from exc  # DuckDB's candidate list: no
         if cursor.description is None:
             return [], []
         return [column[0] for column in cursor.description], cursor.fetchall()
@@ -321,7 +378,10 @@ def repl(warehouse: LocalWarehouse, *, read: Callable[[str], str] = input, write
     ``\\r`` re-reads the folder after a ``letgo warehouse sync``. Returns the number of statements that failed."""
     import duckdb
 
-    write(r"local warehouse (DuckDB): end statements with ';', \d lists views, \r refreshes, \q quits")
+    from letgo.warehouse.redshift_sql import RedshiftSqlError
+
+    sql_kind = "Redshift SQL, run on DuckDB" if warehouse.dialect == "redshift" else "DuckDB SQL"
+    write(f"local warehouse ({sql_kind}): end statements with ';', \\d lists views, \\r refreshes, \\q quits")
     buffer: list[str] = []
     failed = 0
     while True:
@@ -341,7 +401,8 @@ def repl(warehouse: LocalWarehouse, *, read: Callable[[str], str] = input, write
             if command == r"\r":
                 warehouse.refresh()
             write(format_table(*warehouse.query(
-                "SELECT table_name AS view FROM information_schema.tables WHERE table_schema = 'events' ORDER BY 1")))
+                "SELECT table_name AS view FROM information_schema.tables WHERE table_schema = 'analytics' "
+                "ORDER BY 1", dialect="duckdb")))
             continue
         if not command and not buffer:
             continue
@@ -352,6 +413,6 @@ def repl(warehouse: LocalWarehouse, *, read: Callable[[str], str] = input, write
         buffer.clear()
         try:
             write(format_table(*warehouse.query(sql), limit=limit))
-        except duckdb.Error as exc:
+        except (duckdb.Error, RedshiftSqlError) as exc:
             failed += 1
             write(f"error: {exc}")

@@ -118,8 +118,10 @@ def test_property_columns_are_typed_as_in_the_event_type_yaml(traffic, tmp_path,
         assert search["filters"] == "JSON" and search["results_count"] == "BIGINT"
 
         # the values are the ones PostgreSQL holds, column by column
-        row = warehouse.query("SELECT message_id, price, location_lat, location_lon, event_time, "
-                              "context->>'$.app.version' FROM events.item_listed ORDER BY message_id LIMIT 1")[1][0]
+        row = warehouse.query("SELECT message_id, price, location_lat, location_lon, event_time, "  # Redshift SQL:
+                              "context.app.version FROM events.item_listed ORDER BY message_id LIMIT 1")[1][0]  # SUPER
+        assert warehouse.query("SELECT context->>'$.app.version' FROM events.item_listed ORDER BY message_id LIMIT 1",
+                               dialect="duckdb")[1][0][0] == row[5]  # DuckDB's JSON path, untranslated
         [pg_row] = pg(traffic, "SELECT message_id, (properties->>'price')::float, "
                                "(properties->'location'->>'lat')::float, (properties->'location'->>'lon')::float, "
                                "event_time, context->'app'->>'version' FROM events WHERE message_id = %s", (row[0],))
@@ -173,9 +175,23 @@ def test_cli_sync_query_and_prompt(traffic, tmp_path, monkeypatch, capsys):
 
 
 def test_analysts_redshift_names_work_locally(tmp_path):
-    """`analytics.<type>` (Redshift's union view) answers locally like `events.<type>`."""
-    from letgo.warehouse.local import LocalWarehouse
-
+    """`analytics.<type>` (Redshift's union view) answers locally like `events.<type>`, in Redshift's time zone."""
     with LocalWarehouse(tmp_path) as warehouse:  # an empty tree: every view exists, empty
         assert warehouse.query("SELECT count(*) FROM analytics.lead")[1] == [(0,)]
         assert warehouse.query("SELECT count(*) FROM analytics.all_events")[1] == [(0,)]
+        assert warehouse.query("SELECT current_setting('TimeZone')", dialect="duckdb")[1] == [("UTC",)]
+        with pytest.raises(ValueError, match="dialect must be one of redshift, duckdb"):
+            LocalWarehouse(tmp_path, dialect="postgres")
+
+
+def test_the_prompt_takes_redshift_sql_and_names_what_does_not_translate(tmp_path):
+    lines = iter([r"\d", "SELECT TRUNC(GETDATE()) AS today,", " DATEADD(day, -7, CURRENT_DATE) AS week_ago;",
+                  "SELECT DEXP(1);", r"\q"])
+    shown: list[str] = []
+    with LocalWarehouse(tmp_path) as warehouse:
+        assert repl(warehouse, read=lambda prompt: next(lines), write=shown.append) == 1
+    assert "Redshift SQL" in shown[0]
+    assert "lead" in shown[1] and "all_events" in shown[1]  # \d: the analytics views
+    today = datetime.now(timezone.utc).date()
+    assert str(today) in shown[2] and str(today - timedelta(days=7)) in shown[2]
+    assert shown[3].startswith("error: DEXP() ") and "exp(x)" in shown[3]
