@@ -195,3 +195,21 @@ def test_the_prompt_takes_redshift_sql_and_names_what_does_not_translate(tmp_pat
     today = datetime.now(timezone.utc).date()
     assert str(today) in shown[2] and str(today - timedelta(days=7)) in shown[2]
     assert shown[3].startswith("error: DEXP() ") and "exp(x)" in shown[3]
+
+
+def test_the_notebooks_db_api_connection(tmp_path):
+    """letgo.warehouse.dbapi: what a notebook uses on both sides (redshift_connector on JupyterHub)."""
+    from letgo.warehouse import dbapi
+
+    with dbapi.connect(tmp_path) as conn:
+        cursor = conn.cursor()
+        cursor.execute("SELECT n, DATEADD(day, n, DATE '2026-01-30') AS day FROM (SELECT 1 AS n UNION ALL SELECT 2 "
+                       "UNION ALL SELECT 3) AS t ORDER BY n")
+        assert [d[0] for d in cursor.description] == ["n", "day"] and cursor.rowcount == 3
+        assert cursor.fetchone() == (1, datetime(2026, 1, 31))
+        assert cursor.fetchmany(5) == [(2, datetime(2026, 2, 1)), (3, datetime(2026, 2, 2))]
+        assert cursor.fetchall() == [] and cursor.fetchone() is None
+        with pytest.raises(dbapi.Error, match=r"DEXP\(\).*exp\(x\)"):
+            cursor.execute("SELECT DEXP(1)")
+        with pytest.raises(dbapi.Error, match="parameters are not supported"):
+            cursor.execute("SELECT %s", (1,))

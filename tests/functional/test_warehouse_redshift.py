@@ -239,12 +239,14 @@ def test_analyst_query_in_redshift_sql_answers_as_postgres(warehouse, query):
 
 
 def readme_examples() -> list[str]:
-    """The SQL of the README's warehouse section: ```sql blocks and `letgo warehouse query "…"` commands."""
+    """The SQL of the README's warehouse section: ```sql blocks and the `letgo warehouse query "…"` commands of
+    its ```sh blocks."""
     text = (REPO / "README.md").read_text()
     section = text[text.index("## Warehouse"):]
     section = section[:section.index("\n## ", 1)]
     blocks = re.findall(r"```sql\n(.*?)```", section, re.S)
-    commands = re.findall(r'letgo warehouse query "(.*?)"', section, re.S)
+    commands = [sql for block in re.findall(r"```sh\n(.*?)```", section, re.S)
+                for sql in re.findall(r'letgo warehouse query "(.*?)"', block, re.S)]
     return [re.sub(r"\s+", " ", sql).strip() for sql in blocks + commands]
 
 
