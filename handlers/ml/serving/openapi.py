@@ -90,7 +90,7 @@ def document(definitions: Iterable[ModelDefinition]) -> dict[str, Any]:
         "/metrics": {"get": {"tags": ["operations"], "operationId": "metrics", "summary": "Counters per model",
                              "responses": {"200": {"description": "Counters", "content": json_object}}}},
     }
-    definitions = list(definitions)
+    definitions = sorted(definitions, key=lambda d: d.name)
     for definition in definitions:
         for endpoint in definition.endpoints:
             paths[endpoint.path] = {endpoint.method.lower(): _operation(definition, endpoint)}
