@@ -89,9 +89,9 @@ class WarehouseSchema:
     """What the translation needs to know about the warehouse.
 
     ``temporal``: column names that are a DATE or TIMESTAMP in every view that has them; ``integers``: those
-    that are an integer in every view. ``navigable``: the
-    SUPER (JSON) columns, each with its declared spec (``{"type": "object", "properties": …}``) or None when
-    event types declare it differently. ``functions``: DuckDB's function names, lower case.
+    that are an integer in every view. ``navigable``: the SUPER (JSON) columns, each with its declared spec
+    (``{"type": "object", "properties": …}``) or None when event types declare it differently. ``functions``:
+    DuckDB's function names, lower case (empty: not checked).
     """
 
     temporal: frozenset[str] = frozenset()
@@ -120,7 +120,10 @@ def translate(sql: str, schema: WarehouseSchema) -> str:
         try:
             out.append(statement.sql(dialect="duckdb", unsupported_level=ErrorLevel.RAISE))
         except UnsupportedError as exc:
-            raise NotLocal(_unsupported_name(str(exc), statement), "has no DuckDB translation") from exc
+            function = _unsupported_function(str(exc))
+            if function:
+                raise NotLocal(function, "has no DuckDB translation") from exc
+            raise RedshiftSqlError(f"sqlglot cannot translate this to DuckDB: {exc}") from exc
     return ";\n".join(out)
 
 
@@ -136,9 +139,11 @@ def refuse_known_missing(sql: str) -> None:
             raise NotLocal(token.text)
 
 
-def _unsupported_name(message: str, statement: exp.Expression) -> str:
-    match = re.match(r"(?:Unsupported )?([A-Z_][A-Z0-9_]*)", message)
-    return match.group(1) if match else statement.key
+def _unsupported_function(message: str) -> str | None:
+    """The function an ``UnsupportedError`` is about ("Unsupported TO_NUMBER function", "SOUNDEX is not
+    supported in DuckDB"), or None when it is about something else."""
+    match = re.match(r"Unsupported ([A-Z_][A-Z0-9_]*) function|([A-Z_][A-Z0-9_]*) is not supported", message)
+    return (match.group(1) or match.group(2)) if match else None
 
 
 # -- rewrites ----------------------------------------------------------------------------------------------

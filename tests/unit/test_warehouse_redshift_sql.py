@@ -137,6 +137,8 @@ def test_a_function_without_a_translation_is_named_with_its_local_equivalent(db)
         translate("SELECT my_udf(category) FROM analytics.lead", schema)
     with pytest.raises(RedshiftSqlError, match="not Redshift SQL.*--dialect duckdb"):
         translate("SELECT (1", schema)
+    with pytest.raises(NotLocal, match=r"^TO_NUMBER\(\) .*CAST\(replace"):
+        translate("SELECT to_number(category, '99') FROM analytics.lead", schema)
     # a column or string spelled like such a function is not a call
     assert translate("SELECT 'dexp(1)' AS crc32", schema) == "SELECT 'dexp(1)' AS crc32"
     assert explain("Catalog Error: Scalar Function with name dexp does not exist!") == "hint: DEXP() locally: exp(x)"
