@@ -11,10 +11,11 @@ takes an inventory of every sink, writes the report as JSON and ends with::
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import orjson
 
@@ -29,40 +30,63 @@ from letgo.traffic import generate
 
 
 def run_demo(events: int = 20_000, *, workdir: Path | None = None, report_dir: Path | None = None,
-             seed: int = 7, shards: int = 2, batch_size: int = 500, say=print) -> dict[str, Any]:
+             warehouse_dir: Path | None = None, seed: int = 7, shards: int = 2, batch_size: int = 500,
+             say=print) -> dict[str, Any]:
+    from letgo.lanes import drain_side_by_side
+    from letgo.warehouse.demo import demo_summary
+
     workdir = workdir or REPO_ROOT / ".local" / "demo"  # not `stage up`'s folder: both may run at once
     report_dir = report_dir or REPO_ROOT / "reports"
     started = time.monotonic()
-    with LocalStage(workdir, shards=shards, batch_size=batch_size, say=say) as stage:
+    timings: dict[str, float] = {}
+    with LocalStage(workdir, shards=shards, batch_size=batch_size, say=say) as stage, ExitStack() as stack:
+        timings["stage up"] = round(time.monotonic() - started, 1)
         now = datetime.now(timezone.utc)
         plan = generate(events, seed=seed, now=now)
         say(f"generated {plan.sent:,} events in {len(plan.records):,} records "
             f"(expected: {plan.expected_valid:,} valid, {plan.expected_duplicates:,} duplicates, "
             f"{sum(plan.expected_rejected_by_reason.values()):,} malformed)")
-        progress = Progress("sent to Kinesis (records)", len(plan.records))
-        put_records(client("kinesis"), stage.names.stream, ((r.partition_key, r.data) for r in plan.records),
-                    progress=progress)
-        progress.finish()
+        with _timed(timings, "traffic to Kinesis"):
+            progress = Progress("sent to Kinesis (records)", len(plan.records))
+            put_records(client("kinesis"), stage.names.stream, ((r.partition_key, r.data) for r in plan.records),
+                        progress=progress)
+            progress.finish()
 
+        # the three stream functions side by side, each on its own mapping, as on AWS
         assert stage.mapping is not None
-        progress = Progress("consumed by the handler (records)", len(plan.records))
-        stage.mapping.drain(progress=progress)
-        progress.finish()
+        statistics = stack.enter_context(StatisticsRun(stage))
+        search_run = stack.enter_context(SearchRun(stage))
+        with _timed(timings, "consumer + statistics + search indexer, side by side"):
+            progress = Progress("consumed by the handler (records)", len(plan.records))
+            drain_side_by_side([("consumer", lambda: stage.mapping.drain(progress=progress)),
+                                ("statistics", statistics.mapping.drain),
+                                ("search-indexer", search_run.mapping.drain)])
+            progress.finish()
+        say(f"the consumer, the statistics and the search indexer read the stream side by side "
+            f"({timings['consumer + statistics + search indexer, side by side']} s)")
         outcomes = stage.mapping.stats.outcomes
         duplicates = sum(o.duplicates for o in outcomes)
-        metrics = run_statistics(stage, report_dir, say)
-        search = run_search(stage, say)
-        ml = run_ml(stage, say)
+        with _timed(timings, "metrics read back + chart"):
+            metrics = statistics.summary(report_dir)
+        with _timed(timings, "search examples through the API"):
+            search = search_run.examples()
+        with _timed(timings, "model training, validation, serving"):
+            ml = run_ml(stage, say)
         say("taking inventory of the sinks …")
-        inventory = take_inventory(client("s3"), raw_bucket=stage.names.raw_bucket,
-                                   quarantine_bucket=stage.names.quarantine_bucket,
-                                   processed_bucket=stage.names.processed_bucket, database_url=stage.postgres.dsn)
+        with _timed(timings, "inventory"):
+            inventory = take_inventory(client("s3"), raw_bucket=stage.names.raw_bucket,
+                                       quarantine_bucket=stage.names.quarantine_bucket,
+                                       processed_bucket=stage.names.processed_bucket, database_url=stage.postgres.dsn)
         alerts = read_local_alerts(stage.sentry_path)
+        with _timed(timings, "warehouse sync + analyst query"):
+            warehouse = demo_summary(stage, say, target=warehouse_dir)
 
     report = build_report(plan, inventory, duplicates, stage, alerts, time.monotonic() - started)
     report["metrics"] = metrics
     report["search"] = search
     report["ml"] = ml
+    report["warehouse"] = warehouse
+    report["timings_seconds"] = timings
     report_dir.mkdir(parents=True, exist_ok=True)
     path = report_dir / f"run-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
     path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2, default=str))
@@ -71,17 +95,35 @@ def run_demo(events: int = 20_000, *, workdir: Path | None = None, report_dir: P
     return report
 
 
-def run_statistics(stage: LocalStage, report_dir: Path, say=print) -> dict[str, Any]:
-    """The statistics consumer over the same stream (tumbling windows), then each metric read back + a chart."""
-    from handlers.statistics.lambda_statistics import build_handler
-    from letgo.metrics_view import dims_label, render_chart, window_rows
-
-    handler = build_handler({"DATABASE_URL": stage.postgres.dsn})
+@contextmanager
+def _timed(timings: dict[str, float], step: str) -> Iterator[None]:
+    started = time.monotonic()
     try:
-        mapping = stage.new_window_mapping(handler.handle, window_seconds=handler.metrics.stream_window_seconds)
-        progress = Progress("statistics over the stream (records)")
-        mapping.drain(progress=progress)
-        progress.finish()
+        yield
+    finally:
+        timings[step] = round(time.monotonic() - started, 1)
+
+
+class StatisticsRun:
+    """The statistics consumer on the stage's stream (tumbling windows), then each metric read back + a chart."""
+
+    def __init__(self, stage: LocalStage) -> None:
+        from handlers.statistics.lambda_statistics import build_handler
+
+        self.handler = build_handler({"DATABASE_URL": stage.postgres.dsn})
+        self.mapping = stage.new_window_mapping(self.handler.handle,
+                                                window_seconds=self.handler.metrics.stream_window_seconds)
+
+    def __enter__(self) -> "StatisticsRun":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.handler.sink.close()
+
+    def summary(self, report_dir: Path) -> dict[str, Any]:
+        from letgo.metrics_view import dims_label, render_chart, window_rows
+
+        handler = self.handler
         summary: dict[str, Any] = {}
         for metric in handler.metrics.metrics:
             rows = window_rows(metric, handler.sink.last_windows(metric.name, 60))
@@ -95,36 +137,43 @@ def run_statistics(stage: LocalStage, report_dir: Path, say=print) -> dict[str, 
         chart_metric = handler.metrics.get("leads_per_category")
         chart = render_chart(chart_metric, window_rows(chart_metric, handler.sink.last_windows(chart_metric.name, 60)),
                              report_dir / f"metric-leads_per_category-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.png")
-        return {"final_invocations": mapping.stats.final_invocations, "metrics": summary, "chart": str(chart)}
-    finally:
-        handler.sink.close()
+        return {"final_invocations": self.mapping.stats.final_invocations, "metrics": summary, "chart": str(chart)}
 
 
-def run_search(stage: LocalStage, say=print) -> dict[str, Any]:
-    """The search indexer over the same stream into the embedded engine, the API on a free port, examples."""
-    import shutil
+class SearchRun:
+    """The search indexer on the stage's stream into the embedded engine; then the API on a free port, examples."""
 
-    from handlers.search.api import ApiConfig, create_app
-    from handlers.search.indexer import Indexer
-    from handlers.search.tantivy_backend import TantivyBackend
-    from letgo.search_local import IndexerInvoke, run_examples
-    from letgo.services import BackgroundServer
+    def __init__(self, stage: LocalStage) -> None:
+        import shutil
 
-    index_dir = stage.workdir / "search"
-    shutil.rmtree(index_dir, ignore_errors=True)  # this run's listings only
-    with TantivyBackend(index_dir) as backend:
-        invoke = IndexerInvoke(Indexer(backend))
-        mapping = stage.new_mapping(invoke=invoke, function="search-indexer", batch_size=500)
-        mapping.start("TRIM_HORIZON")
-        progress = Progress("search indexer over the stream (records)")
-        mapping.drain(progress=progress)
-        progress.finish()
-        backend.refresh()
-        with BackgroundServer(create_app(backend, ApiConfig(max_request_seconds=None))) as api:
+        from handlers.search.indexer import Indexer
+        from handlers.search.tantivy_backend import TantivyBackend
+        from letgo.search_local import IndexerInvoke
+
+        self.index_dir = stage.workdir / "search"
+        shutil.rmtree(self.index_dir, ignore_errors=True)  # this run's listings only
+        self.backend = TantivyBackend(self.index_dir)
+        self.invoke = IndexerInvoke(Indexer(self.backend))
+        self.mapping = stage.new_mapping(invoke=self.invoke, function="search-indexer", batch_size=500)
+        self.mapping.start("TRIM_HORIZON")
+
+    def __enter__(self) -> "SearchRun":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.backend.close()
+
+    def examples(self) -> dict[str, Any]:
+        from handlers.search.api import ApiConfig, create_app
+        from letgo.search_local import run_examples
+        from letgo.services import BackgroundServer
+
+        self.backend.refresh()
+        with BackgroundServer(create_app(self.backend, ApiConfig(max_request_seconds=None))) as api:
             examples = list(run_examples(api.url))
-    outcome = invoke.outcome
-    return {"listing_events": outcome.events, "indexed": outcome.indexed, "removed": outcome.removed,
-            "skipped": len(outcome.skipped), "index": str(index_dir), "examples": examples}
+        outcome = self.invoke.outcome
+        return {"listing_events": outcome.events, "indexed": outcome.indexed, "removed": outcome.removed,
+                "skipped": len(outcome.skipped), "index": str(self.index_dir), "examples": examples}
 
 
 def run_ml(stage: LocalStage, say=print) -> dict[str, Any]:
@@ -237,6 +286,9 @@ def print_report(report: dict[str, Any], say=print) -> None:
         say_examples(search["examples"], lambda line: say("    " + line))
     for name, ok in report["checks"].items():
         say(f"  [{'ok' if ok else 'FAILED'}] {name}")
+    timings = report.get("timings_seconds") or {}
+    if timings:
+        say("  time           " + ", ".join(f"{step} {seconds:g} s" for step, seconds in timings.items()))
     say(f"report: {report['path']}  ({report['seconds']} s)")
     status = "OK" if report["ok"] else "FAILED"
     say(f"conservation: {status} sent={report['sent']} delivered={report['delivered']['postgres']} "

@@ -17,7 +17,8 @@ MODELS = ("category_suggestion", "price_suggestion")
 def test_demo_accounts_for_every_event_indexes_listings_and_serves_two_validated_models(tmp_path):
     lines: list[str] = []
     with private_tmp() as workdir:  # not tmp_path: see tests/stage_kit.py (PostgreSQL runs as `postgres`)
-        report = run_demo(EVENTS, workdir=workdir / "stage", report_dir=tmp_path / "reports", say=lines.append)
+        report = run_demo(EVENTS, workdir=workdir / "stage", report_dir=tmp_path / "reports",
+                          warehouse_dir=tmp_path / "warehouse", say=lines.append)
         assert stop_leftover_postgres(workdir) == [], "run_demo left PostgreSQL running"
 
     assert report["ok"] is True, report["checks"]
@@ -51,6 +52,11 @@ def test_demo_accounts_for_every_event_indexes_listings_and_serves_two_validated
     assert any(line.strip().startswith("ml             category_suggestion: published") for line in lines)
     assert report["sent"] == report["delivered"]["postgres"] + report["quarantined"] + report["duplicates"]
     assert report["quarantined"] > 0 and report["duplicates"] > 0  # the traffic does exercise both paths
+
+    # make run leaves a warehouse to query: the run's events, and the README's analyst query answered
+    assert report["warehouse"]["events"] == report["delivered"]["postgres"] and report["warehouse"]["rows"] > 0
+    # the three stream functions read the stream side by side, and the report says where the time went
+    assert "consumer + statistics + search indexer, side by side" in report["timings_seconds"]
 
     written = orjson.loads((tmp_path / "reports").joinpath(report["path"].rsplit("/", 1)[-1]).read_bytes())
     assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == sorted(
