@@ -39,15 +39,15 @@ def test_threshold_gates_follow_the_definition():
 
 def test_relative_gate_point_estimate_refuses_more_than_the_margin():
     model_definition = definition(**{"evaluation.relative_confidence": None})
-    margin = {r.metric: r.max_worse for r in model_definition.evaluation.relative}["median_ape"]
-    baseline = Baseline("v1", {"median_ape": 0.40, "mape": 0.50}, "recorded metrics")
-    slightly = relative_gates(model_definition, {"median_ape": 0.40 * (1 + margin / 2), "mape": 0.5}, baseline)
+    margin = {r.metric: r.max_worse for r in model_definition.evaluation.relative}["male"]
+    baseline = Baseline("v1", {"male": 0.40, "mape": 0.50}, "recorded metrics")
+    slightly = relative_gates(model_definition, {"male": 0.40 * (1 + margin / 2), "mape": 0.5}, baseline)
     assert all(g.passed for g in slightly)
-    clearly = {g.name: g for g in relative_gates(model_definition, {"median_ape": 0.40 * (1 + 2 * margin),
+    clearly = {g.name: g for g in relative_gates(model_definition, {"male": 0.40 * (1 + 2 * margin),
                                                                    "mape": 0.5}, baseline)}
-    assert not clearly["relative:median_ape"].passed
-    assert clearly["relative:median_ape"].observed == pytest.approx(2 * margin)
-    assert all(g.skipped and g.passed for g in relative_gates(model_definition, {"median_ape": 9, "mape": 9}, None))
+    assert not clearly["relative:male"].passed
+    assert clearly["relative:male"].observed == pytest.approx(2 * margin)
+    assert all(g.skipped and g.passed for g in relative_gates(model_definition, {"male": 9, "mape": 9}, None))
 
 
 def test_relative_gate_with_confidence_tells_worse_from_unlucky():
@@ -63,7 +63,7 @@ def test_relative_gate_with_confidence_tells_worse_from_unlucky():
     equally_good = gates(noisy(TRUTH, 0.5, seed=2))  # another model of the same quality
     assert all(g.passed for g in equally_good.values()), [g.describe() for g in equally_good.values()]
     much_worse = gates(noisy(TRUTH, 1.0, seed=3))
-    assert not much_worse["relative:median_ape"].passed and "confidence" in much_worse["relative:median_ape"].detail
+    assert not much_worse["relative:male"].passed and "confidence" in much_worse["relative:male"].detail
 
 
 def test_shift_gate_measures_the_median_relative_change():
@@ -139,3 +139,22 @@ def test_relative_gate_on_a_classifier_compares_paired_on_the_same_rows():
     assert np.quantile(samples, 0.1) > 0.1  # worse, with 90 % confidence
     same = bootstrap_worse_by(METRICS["accuracy"], truth, worse, probabilities, seed=1)
     assert np.allclose(same, 0.0)  # the same ranking: the same accuracy on every resample
+
+
+# -- a market that moves: which metric a relative gate may compare on -------------------------------------------------
+@pytest.mark.parametrize("shift", [1.05, 0.95])
+def test_mape_punishes_tracking_a_rising_market_and_male_does_not(shift):
+    """Prices move by ``shift``; the current model still answers the old market's median, the candidate the new
+    one's. MAPE prefers whichever answers lower — it refuses the candidate when prices rise and waves it through
+    (even rewards it) when they fall; the log error prefers whichever tracks the market, both ways."""
+    rng = np.random.default_rng(5)
+    median = np.exp(rng.uniform(np.log(20), np.log(2000), 20_000))
+    truth = median * shift * np.exp(rng.normal(0, 0.6, median.size))  # asking prices spread around the median
+    current, candidate = median, median * shift
+    worse = {name: metric.worse_by(metric.compute(truth, candidate), metric.compute(truth, current))
+             for name, metric in ((n, METRICS[n]) for n in ("mape", "male"))}
+    assert worse["male"] < 0  # the candidate is better on the log error in either direction
+    if shift > 1:
+        assert worse["mape"] > 0.02  # MAPE: refused beyond a 2 % margin, for tracking the market
+    else:
+        assert worse["mape"] < -0.02  # MAPE: the falling market's candidate looks much better than it is
