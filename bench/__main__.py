@@ -58,6 +58,9 @@ def table(report: dict[str, Any]) -> str:
         v = serving["variants"]
         lines.append(_row("model serving vs bare Flask", serving["workload"][:12], v["serving"], v["bare_flask"],
                           serving["ratios"]["serving/bare_flask"]))
+        if "serving_shared" in v:
+            lines.append(_row("  + shared change memory (PG)", serving["workload"][:12], v["serving_shared"],
+                              v["bare_flask"], serving["ratios"]["serving_shared/bare_flask"]))
     consumer = report.get("consumer")
     if consumer:
         lines.append("")
@@ -74,6 +77,9 @@ def table(report: dict[str, Any]) -> str:
     lines.append("")
     lines.append("rates: best of the alternating rounds (events/s, rows/s for PostgreSQL, requests/s for serving); "
                  "ratio = candidate/baseline")
+    if serving and "shared_memory_cost_us" in serving:
+        lines.append(f"serving: the change memory shared in PostgreSQL costs {serving['shared_memory_cost_us']:.0f} us "
+                     "per answer (one upsert)")
     search = report.get("search")
     if search:
         full, plain = search["query_full"], search["query_plain"]
@@ -200,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         report["search"] = search_bench.run(args.ads, api_cpus=None if args.no_search_api else (all_cpus or {0}))
 
     if "serving" in wanted:
-        print("[5/5] model serving wrapper vs a bare Flask JSON endpoint (in-process requests)", flush=True)
+        print("[5/5] model serving wrapper (change memory in-process, and shared in PostgreSQL) vs a bare Flask JSON "
+              "endpoint (in-process requests)", flush=True)
         report["serving"] = serving_bench.run(processor, args.rounds)
 
     report["elapsed_seconds"] = round(time.perf_counter() - started, 1)
