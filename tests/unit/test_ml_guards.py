@@ -171,3 +171,11 @@ def test_local_memory_is_bounded_and_expires():
 def test_open_memory_names_the_accepted_forms(spec):
     with pytest.raises(ValueError, match="local, postgresql"):
         open_memory(spec)
+
+
+def test_health_can_describe_every_kind_of_memory():
+    from handlers.ml.serving.memory import DynamoMemory, PostgresMemory, Resilient, describe
+
+    assert describe(LocalMemory()) == {"kind": "local", "state": "ok", "entries": 0}
+    assert describe(PostgresMemory("postgresql://x@127.0.0.1:1/db")) == {"kind": "postgresql", "state": "ok"}
+    assert describe(Resilient(DynamoMemory("t", client=object())))["state"] == "ok"

@@ -314,5 +314,7 @@ def open_memory(spec: str, *, capacity: int = 50_000, ttl_seconds: float = 7 * 8
 
 
 def describe(memory: Any) -> dict[str, Any]:
-    return memory.describe() if hasattr(memory, "describe") else {"kind": memory.kind, "state": "ok",
-                                                                   "entries": len(memory)}
+    """What ``/health`` says about a memory (a shared one wrapped in :class:`Resilient` says whether it is up)."""
+    if hasattr(memory, "describe"):
+        return memory.describe()
+    return {"kind": memory.kind, "state": "ok", **({"entries": len(memory)} if hasattr(memory, "__len__") else {})}
