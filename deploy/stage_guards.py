@@ -13,7 +13,10 @@ So, around humilis (``deploy/humilis_run.py``):
   and is listed;
 * before a deploy, an enabled search domain needs the account's OpenSearch service-linked role: missing, and not
   created by the stage (``create_opensearch_service_linked_role``), the deploy stops before CloudFormation's
-  domain creation would fail half-way.
+  domain creation would fail half-way;
+* before a deploy, the statistics mapping's starting position must be the deployed one: a change would make
+  CloudFormation create a second mapping before deleting the first, which Lambda refuses (the update rolls
+  back). Only ``letgo metrics replay --stage`` moves it, in two updates (letgo/ops/replay.py).
 
 Layers come in as humilis ``Layer`` objects (``name``, ``cf_name``, ``termination_protection``, ``delete()``),
 AWS clients as arguments: the tests drive these functions with stand-ins and against moto's CloudFormation.
@@ -118,3 +121,28 @@ def check_opensearch_role(iam: Any, layers: Iterable[Any]) -> None:
             f"create_opensearch_service_linked_role: true for this stage in environments/parameters.yaml (once per "
             f"account), or create it: aws iam create-service-linked-role --aws-service-name "
             f"opensearchservice.amazonaws.com") from None
+
+
+def statistics_position(layer: Any) -> str | None:
+    """Where a statistics layer's mapping would read from ('LATEST', 'AT_TIMESTAMP:<epoch>'), None without one."""
+    params = {name: spec.get("value") for name, spec in layer.yaml_params.items()}
+    if str(params.get("mapping", True)).lower() == "false":
+        return None
+    replay_from = int(params.get("replay_from") or 0)
+    return f"AT_TIMESTAMP:{replay_from}" if replay_from else "LATEST"
+
+
+def check_statistics_position(cloudformation: Any, layers: Iterable[Any]) -> None:
+    """Refuse a deploy that would move the deployed statistics mapping (see the module's docstring)."""
+    for layer in layers:
+        if layer.name != "statistics":
+            continue
+        stack = _deployed(cloudformation, layer.cf_name)
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in (stack or {}).get("Outputs", [])}
+        deployed, wanted = outputs.get("StartingPosition"), statistics_position(layer)
+        if deployed and wanted and deployed != wanted:
+            raise PreflightFailed(
+                f"{layer.cf_name}'s mapping reads from {deployed}, the parameters say {wanted}: a deploy cannot move "
+                f"it (Lambda refuses the second mapping CloudFormation would create first). Keep "
+                f"statistics_replay_from: {deployed.partition(':')[2] or 0} for this stage in environments/"
+                f"parameters.yaml, or replay: letgo metrics replay --stage <STAGE> --since <T>")

@@ -99,15 +99,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if since.tzinfo is None:
         raise SystemExit("--since needs a UTC offset, e.g. 2026-11-26T09:30:00Z")
     retention = timedelta(hours=args.retention_hours)
-    if args.stage:  # AWS: disable the mapping, delete rows, redeploy the statistics layer with replay_from
+    if args.stage:  # AWS: stop, remove the mapping, delete rows, add it back at T (letgo/ops/replay.py)
         from handlers.core.aws import client
-        from letgo.ops.replay import replay_stage
+        from letgo.ops.replay import PARAMETERS, replay_stage
 
         report = replay_stage(args.stage, since=since, dsn=args.dsn, lambda_client=client("lambda"),
-                              window_seconds=args.window_seconds, retention=retention, metric=args.name)
+                              cloudformation=client("cloudformation"), window_seconds=args.window_seconds,
+                              retention=retention, metric=args.name)
         print(f"deleted {report.rows_deleted} rows from {report.since:%Y-%m-%dT%H:%M:%SZ}; " + "; ".join(report.notes))
-        print(f"now set `statistics_replay_from: {int(report.since.timestamp())}` under {args.stage.upper()} in "
-              f"environments/parameters.yaml and commit it (setting it back would move the mapping to LATEST)")
+        print(f"{PARAMETERS.relative_to(PARAMETERS.parents[1])} now says statistics_replay_from: "
+              f"{int(report.since.timestamp())} under {args.stage.upper()}: commit it (make deploy keeps the mapping "
+              f"there; a failed replay resumes when run again)")
         return 0
     from letgo.progress import Progress
     from letgo.replay import replay_running_stage

@@ -1,4 +1,4 @@
-"""Run moto's server with three CloudFormation gaps closed, so humilis (and make deploy) run on it unchanged.
+"""Run moto's server with four CloudFormation gaps closed, so humilis (and make deploy) run on it unchanged.
 
 humilis deploys every stack through change sets. moto 5 (checked on 5.1/5.2) (1) gives a stack created
 or updated by ``ExecuteChangeSet`` no Outputs — it never rebuilds the output map — and (2) marks a no-op
@@ -6,6 +6,8 @@ UPDATE change set ``FAILED``, where CloudFormation (and humilis, which then says
 expects a complete change set without changes. (3) It answers ``UpdateTerminationProtection`` "not
 implemented" (``deploy/humilis_run.py`` protects a real stage's data layers with it) and deletes a protected
 stack anyway; here the flag is set, and a protected stack refuses ``DeleteStack`` as CloudFormation does.
+(4) A resource that one update removes and a later one adds back (a statistics replay's mapping,
+letgo/ops/replay.py) is never created again: moto deletes it but keeps it in its map of created resources.
 The patches are a few lines on moto's classes; the server is otherwise moto's own
 (``python -m letgo.services.moto_launcher -H 127.0.0.1 -p PORT``).
 """
@@ -38,6 +40,29 @@ def patch_moto() -> None:
     models.ChangeSet.apply = apply_and_rebuild_outputs
     models.CloudFormationBackend.create_change_set = create_change_set_noop_complete
     patch_termination_protection()
+    patch_removed_resources()
+
+
+def patch_removed_resources() -> None:
+    from moto.cloudformation import parsing
+
+    original_delete, original_update = parsing.ResourceMap._delete_resource, parsing.ResourceMap.update
+
+    def delete_and_forget(self: Any, parsed_resource: Any, resource_json: Any) -> None:
+        original_delete(self, parsed_resource, resource_json)
+        if getattr(self, "_letgo_updating", False):  # a stack's deletion pops its resources itself
+            for name in [n for n, r in self._parsed_resources.items() if r is parsed_resource]:
+                del self._parsed_resources[name]
+
+    def update(self: Any, *args: Any, **kwargs: Any) -> None:
+        self._letgo_updating = True
+        try:
+            original_update(self, *args, **kwargs)
+        finally:
+            self._letgo_updating = False
+
+    parsing.ResourceMap._delete_resource = delete_and_forget
+    parsing.ResourceMap.update = update
 
 
 def patch_termination_protection() -> None:

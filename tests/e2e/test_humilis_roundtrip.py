@@ -46,6 +46,42 @@ def plain_humilis_create(aws, work, output):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
+def replay_statistics(aws, parameters):
+    from datetime import datetime, timedelta, timezone
+
+    from letgo.ops.replay import redeploy, replay_aws, set_stage_parameter, stack_position
+
+    lambda_, function = client("lambda", aws), "letgo-statistics-local"
+
+    class Rows:  # the metrics database (PostgreSQL is not part of this test): who could write when rows went
+        mappings_at_delete: list[int] = []
+
+        def delete_from(self, since, metric=None):
+            self.mappings_at_delete.append(len(lambda_.list_event_source_mappings(FunctionName=function)[
+                "EventSourceMappings"]))
+            return 0
+
+    rows, now = Rows(), datetime.now(timezone.utc)
+    report = replay_aws(lambda_, function_name=function, since=now - timedelta(hours=1), sink=rows, window_seconds=60,
+                        retention=timedelta(hours=168), say=lambda _m: None, timeout_seconds=60,
+                        deploy=lambda overrides: redeploy(STAGE, overrides, parameters=parameters),
+                        persist=lambda epoch: set_stage_parameter(parameters, STAGE, "statistics_replay_from", epoch),
+                        deployed_position=stack_position(client("cloudformation", aws), STAGE))
+    epoch = int(report.since.timestamp())
+    assert rows.mappings_at_delete == [0]
+    [mapping] = lambda_.list_event_source_mappings(FunctionName=function)["EventSourceMappings"]
+    assert mapping["StartingPosition"] == "AT_TIMESTAMP" and mapping["MaximumRecordAgeInSeconds"] == -1
+    assert yaml.safe_load(parameters.read_text())[STAGE]["statistics_replay_from"] == epoch
+    # a deploy with the persisted parameters leaves the mapping alone
+    done = humilis("update", "--stage", STAGE, "--parameters", str(parameters), env=aws)
+    assert "Nothing to update on stack 'letgo-statistics-LOCAL'" in done.stdout + done.stderr
+    # one that would move it back to LATEST (in one update: refused by Lambda) stops before CloudFormation
+    stale = parameters.with_name("stale.yaml")
+    stale.write_text(parameters.read_text().replace(f"statistics_replay_from: {epoch}", "statistics_replay_from: 0"))
+    refused = humilis("update", "--stage", STAGE, "--parameters", str(stale), env=aws, check=False)
+    assert refused.returncode == 2 and f"reads from AT_TIMESTAMP:{epoch}" in refused.stderr, refused.stderr[-2000:]
+
+
 def test_create_update_preview_delete_round_trip(aws, tmp_path):
     expected = [f"letgo-{layer}-{STAGE}" for layer in LAYERS if layer not in DISABLED[STAGE]]
 
@@ -86,6 +122,10 @@ def test_create_update_preview_delete_round_trip(aws, tmp_path):
     assert kinesis.describe_stream(StreamName=stream_name)["StreamDescription"]["RetentionPeriodHours"] == 168
     humilis("update", "--stage", STAGE, "--parameters", str(changed), env=aws)
     assert kinesis.describe_stream(StreamName=stream_name)["StreamDescription"]["RetentionPeriodHours"] == 192
+
+    # WHEN the statistics are replayed from T: two updates (without the mapping, then with it at T), rows deleted in
+    # between; the parameters file keeps T, and a deploy that would move the mapping back is refused
+    replay_statistics(aws, changed)
 
     # WHEN the environment is deleted, every stack is gone
     humilis("delete", "--stage", STAGE, env=aws)

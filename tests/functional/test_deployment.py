@@ -182,6 +182,17 @@ def test_statistics_replay_parameter_restarts_the_mapping_at_that_time(tmp_path)
     [mapping] = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
     assert mapping["StartingPosition"] == "AT_TIMESTAMP" and mapping["StartingPositionTimestamp"] == 1764151200
     assert mapping["MaximumRecordAgeInSeconds"] == -1
+    outputs = load(tmp_path / "out" / "DEV" / "statistics.json")["Outputs"]
+    assert outputs["StartingPosition"]["Value"] == "AT_TIMESTAMP:1764151200"  # what make deploy keeps
+
+
+def test_statistics_without_its_mapping_for_the_first_update_of_a_replay(tmp_path):
+    """A replay removes the mapping in one update and adds it at T in the next (letgo/ops/replay.py)."""
+    out = render("DEV", tmp_path, {"DEV": {"statistics_mapping": False}})
+    template = load(out / "statistics.json")
+    assert not [r for r in template["Resources"].values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    assert "StartingPosition" not in template["Outputs"] and "EventSourceMappingId" not in template["Outputs"]
+    assert template["Resources"]["StatisticsFunction"]  # the function, its queue and alarms stay
 
 
 @pytest.mark.parametrize("stage", STAGES)

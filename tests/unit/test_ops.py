@@ -99,21 +99,56 @@ def test_search_setup_replicas_one_on_prod_unless_asked(stage, asked, replicas):
     assert default_replicas(stage, asked) == replicas
 
 
-def test_replay_redeploys_the_stage_with_replay_from_in_a_copy_of_the_parameters(tmp_path):
-    from datetime import datetime, timezone
-
+def test_replay_redeploys_the_stage_with_overrides_in_a_copy_of_the_parameters(tmp_path):
     import yaml
 
-    from letgo.ops.replay import HUMILIS_RUN, redeploy_from
+    from letgo.ops.replay import HUMILIS_RUN, redeploy
 
     parameters = tmp_path / "parameters.yaml"
     parameters.write_text("_default: {shard_count: 1}\nDEV: {shard_count: 2}\n")
     commands = []
-    redeploy_from("dev", datetime(2026, 11, 26, 9, 30, tzinfo=timezone.utc), parameters=parameters,
-                  run=lambda command, check: commands.append((command, check)))
-    [(command, check)] = commands
+
+    def run(command, check):
+        commands.append((command, check, yaml.safe_load(open(command[6]).read())))
+    redeploy("dev", {"statistics_mapping": False}, parameters=parameters, run=run)
+    [(command, check, changed)] = commands
     assert check and command[1:5] == [str(HUMILIS_RUN), "update", "--stage", "dev"] and command[5] == "--parameters"
-    changed = yaml.safe_load(open(command[6]).read())
-    assert changed["DEV"] == {"shard_count": 2, "statistics_replay_from": 1795685400}
+    assert changed["DEV"] == {"shard_count": 2, "statistics_mapping": False}
     assert yaml.safe_load(parameters.read_text())["DEV"] == {"shard_count": 2}  # the committed file is untouched
-    os.unlink(command[6])
+    assert not os.path.exists(command[6])  # the copy is gone
+
+
+PARAMETERS_TEXT = """# per-stage parameters
+_default:
+    statistics_replay_from: 0       # epoch seconds of the last replay
+    shard_count: 2
+
+DEV:
+    shard_count: 1   # small
+PROD:
+    statistics_replay_from: 1764151200  # an older replay
+    shard_count: 4
+LOCAL:
+  shard_count: 1
+"""
+
+
+@pytest.mark.parametrize(("stage", "expected"), [
+    ("DEV", "DEV:\n    statistics_replay_from: 1795685400\n    shard_count: 1   # small\nPROD:"),
+    ("prod", "PROD:\n    statistics_replay_from: 1795685400  # an older replay\n    shard_count: 4\n"),
+    ("QA", "  shard_count: 1\nQA:\n    statistics_replay_from: 1795685400\n"),
+    ("LOCAL", "LOCAL:\n  statistics_replay_from: 1795685400\n  shard_count: 1\n"),  # as yaml.safe_dump indents
+])
+def test_replay_writes_its_starting_point_under_the_stage_keeping_the_file_as_it_was(tmp_path, stage, expected):
+    import yaml
+
+    from letgo.ops.replay import set_stage_parameter
+
+    path = tmp_path / "parameters.yaml"
+    path.write_text(PARAMETERS_TEXT)
+    set_stage_parameter(path, stage, "statistics_replay_from", 1795685400)
+    text = path.read_text()
+    assert expected in text and text.startswith("# per-stage parameters\n_default:\n    statistics_replay_from: 0 ")
+    values = yaml.safe_load(text)
+    assert values[stage.upper()]["statistics_replay_from"] == 1795685400
+    assert values["_default"] == {"statistics_replay_from": 0, "shard_count": 2}

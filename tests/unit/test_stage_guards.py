@@ -113,3 +113,26 @@ def test_a_search_domain_needs_the_opensearch_role_there_or_created_by_the_stage
     creates = Layer("elasticsearch", yaml_params={"create_service_linked_role": {"value": True}})
     stage_guards.check_opensearch_role(Iam(set()), [creates])
     stage_guards.check_opensearch_role(Iam(set()), [Layer("storage")])  # no domain (LOCAL): nothing needed
+
+
+def test_a_deploy_may_not_move_the_deployed_statistics_mapping():
+    def statistics(mapping, replay_from):
+        return Layer("statistics", yaml_params={"mapping": {"value": mapping}, "replay_from": {"value": replay_from}})
+
+    class Deployed(CloudFormation):
+        def __init__(self, position):
+            super().__init__({"letgo-statistics-PROD": False})
+            self.position = position
+
+        def describe_stacks(self, StackName):  # noqa: N803
+            stack = super().describe_stacks(StackName)
+            stack["Stacks"][0]["Outputs"] = [{"OutputKey": "StartingPosition", "OutputValue": self.position}]
+            return stack
+
+    with pytest.raises(stage_guards.PreflightFailed, match="statistics_replay_from: 1764151200"):
+        stage_guards.check_statistics_position(Deployed("AT_TIMESTAMP:1764151200"), [statistics(True, 0)])
+    with pytest.raises(stage_guards.PreflightFailed, match="reads from LATEST"):
+        stage_guards.check_statistics_position(Deployed("LATEST"), [statistics(True, 1764151200)])
+    stage_guards.check_statistics_position(Deployed("AT_TIMESTAMP:1764151200"), [statistics(True, 1764151200)])
+    stage_guards.check_statistics_position(Deployed("LATEST"), [statistics(False, 0)])  # a replay's removal
+    stage_guards.check_statistics_position(CloudFormation({}), [statistics(True, 5)])  # not deployed yet
