@@ -76,8 +76,11 @@ def api_gateway_entry() -> dict[str, Any]:
     """The api-gateway entry of the environment file, rendered with the stage's parameters."""
     parameters = yaml.safe_load((REPO / "environments" / "parameters.yaml").read_text())
     values = {**parameters["_default"], **parameters.get(STAGE, {})}
-    text = jinja2.Template((REPO / "environments" / "letgo.yaml.j2").read_text(), undefined=jinja2.StrictUndefined,
-                           trim_blocks=True, lstrip_blocks=True).render(
+    from letgo.ops.humilis_checks import stage_ready
+
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["letgo_stage_ready"] = stage_ready  # as humilis registers it (the humilis.jinja2_filters entry point)
+    text = env.from_string((REPO / "environments" / "letgo.yaml.j2").read_text()).render(
         **values, stage=STAGE, __context={"stage": STAGE}, __env={})
     [entry] = [layer for layer in yaml.safe_load(text)["letgo"]["layers"] if layer["layer"] == "api-gateway"]
     return entry
