@@ -1,8 +1,9 @@
 """KCL record processor (amazon-kclpy v3 interface) for the EC2 spot auto-scaling group.
 
-The MultiLangDaemon (Java, from the KCL jars) owns leases and calls this processor over stdin/stdout;
-``amazon_kclpy.kcl.KCLProcess`` speaks that protocol. The processor hands each batch to the same
-:class:`Consumer` as the Lambda and **checkpoints only after the sinks succeeded**:
+The MultiLangDaemon (Java, from the KCL jars) owns leases and runs ``python -m handlers.tracking.kcl_consumer``
+per shard, talking to it over stdin/stdout; :func:`main` serves that protocol (:mod:`handlers.tracking.
+kcl_protocol`) with this processor. The processor hands each batch to the same :class:`Consumer` as the Lambda
+and **checkpoints only after the sinks succeeded**:
 
 * an outage (S3, PostgreSQL or Firehose unavailable — :class:`~handlers.core.failures.Unavailable`): wait it
   out with capped backoff, as long as it lasts, holding the lease; the shard waits (its iterator age is the
@@ -12,23 +13,38 @@ The MultiLangDaemon (Java, from the KCL jars) owns leases and calls this process
 * anything else (a bug): retry a few times, then raise :class:`ShardHalted`. kclpy's ``KCLProcess`` catches
   ``Exception`` from a processor, prints it and reports the batch as done — the next checkpoint would then
   silently cover the failed records. So the halt is a ``BaseException``: it ends the process, the
-  MultiLangDaemon restarts the record processor and the lease resumes from the last checkpoint.
+  MultiLangDaemon restarts the record processor and the lease resumes from the last checkpoint. (Our own
+  protocol loop lets any exception end the process; the ``BaseException`` keeps the processor safe under
+  kclpy too.)
+* a refused checkpoint: ``ShutdownException`` (the lease moved to another worker) stops the batch quietly —
+  the new owner resumes from the last checkpoint; a throttled one is retried a few times, then left to the
+  next batch's checkpoint (records are re-delivered at worst, and every sink is idempotent); anything else
+  (``InvalidStateException``) is a bug and ends the process.
 
 amazon-kclpy is not importable on every machine (its build downloads jars); the class then falls back to
 ``object`` so the record-processing logic is still importable and testable through the same interface.
-The production image installs ``amazon-kclpy`` (see the README).
+The consumer image installs ``amazon-kclpy`` for the daemon and its jars (deploy/kcl-consumer/).
 """
 from __future__ import annotations
 
 import base64
 import time
 from datetime import datetime
-from typing import Any, Callable, Sequence
+from typing import IO, Any, Callable, Sequence
 
 from handlers.core.alerts import OutageReporter
 from handlers.core.failures import Unavailable, backoff_delays
-from handlers.tracking.consumer import BatchOutcome, Consumer
 from handlers.core.kinesis import RawRecord
+from handlers.tracking.consumer import BatchOutcome, Consumer
+
+# checkpoint refusals (the daemon's exception names): the lease is gone / try again later
+LEASE_GONE = frozenset({"ShutdownException"})
+RETRYABLE = frozenset({"ThrottlingException", "KinesisClientLibDependencyException"})
+
+
+class LeaseGone(Exception):
+    """A checkpoint was refused because another worker owns the shard now: stop this batch, do not halt."""
+
 
 class ShardHalted(BaseException):
     """The sinks kept failing: stop this record processor *process* so the shard restarts from the last
@@ -91,16 +107,38 @@ class TrackingRecordProcessor(_Base):  # type: ignore[misc,valid-type]
                 self.sleep(self.backoff_seconds * 2 ** (errors - 1))
                 continue
             self.outcomes.append(outcome)
-            if not outcome.failed_sequence_numbers:
-                checkpointer.checkpoint(pending[-1].sequence_number)
-                self._outages.recovered()
+            try:
+                if not outcome.failed_sequence_numbers:
+                    self._checkpoint(checkpointer, pending[-1].sequence_number)
+                    self._outages.recovered()
+                    return
+                lowest = min(outcome.failed_sequence_numbers, key=int)
+                position = next(i for i, r in enumerate(pending) if r.sequence_number == lowest)
+                if position:
+                    self._checkpoint(checkpointer, pending[position - 1].sequence_number)
+            except LeaseGone as gone:
+                self.log(f"{self.shard_id}: {gone}; the new owner resumes from the last checkpoint")
                 return
-            lowest = min(outcome.failed_sequence_numbers, key=int)
-            position = next(i for i, r in enumerate(pending) if r.sequence_number == lowest)
-            if position:
-                checkpointer.checkpoint(pending[position - 1].sequence_number)
             pending = pending[position:]
             self._wait(outcome.error or f"records from {lowest} failed", next(delays))
+
+    def _checkpoint(self, checkpointer: Any, sequence_number: str | None) -> None:
+        """Checkpoint; a throttled checkpoint is retried a few times, then left to the next batch's."""
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                checkpointer.checkpoint(sequence_number)
+                return
+            except Exception as exc:  # noqa: BLE001 - the daemon's refusal: kclpy's or our CheckpointError
+                name = str(getattr(exc, "value", "") or exc)
+                if name in LEASE_GONE:
+                    raise LeaseGone(f"checkpoint at {sequence_number} refused: {name}") from exc
+                if name not in RETRYABLE:
+                    raise
+                if attempt == self.max_attempts:
+                    self.log(f"{self.shard_id}: checkpoint at {sequence_number} still refused ({name}); the next "
+                             f"batch's checkpoint covers it (at worst these records are delivered again)")
+                    return
+                self.sleep(self.backoff_seconds * 2 ** (attempt - 1))
 
     def _wait(self, problem: Any, delay: float) -> None:
         self.waits += 1
@@ -119,16 +157,46 @@ class TrackingRecordProcessor(_Base):  # type: ignore[misc,valid-type]
         shutdown_requested_input.checkpointer.checkpoint()  # everything handed to us was already processed
 
 
-def main() -> None:  # pragma: no cover - runs under the MultiLangDaemon in the consumer image
-    from amazon_kclpy import kcl
+def main(stdin: IO[str] | None = None, stdout: IO[str] | None = None) -> int:
+    """The record processor process the MultiLangDaemon starts per shard (``executableName`` in
+    consumer.properties: ``python -m handlers.tracking.kcl_consumer``), configured like the Lambda consumer
+    (``ConsumerConfig.from_env``) plus ``KCL_BUG_ATTEMPTS`` (tries before a bug halts the shard, 5),
+    ``KCL_BACKOFF_SECONDS`` (1) and ``KCL_MAX_BACKOFF_SECONDS`` (30, the cap while an outage is waited out).
+    stdout is the protocol's: everything else anyone prints goes to stderr.
+    Returns 0 when the daemon closes stdin, 2 when the shard halted (the daemon starts a new process)."""
+    import sys
 
     from handlers.core.alerts import init_sentry
+    from handlers.core.config import Env
+    from handlers.tracking import kcl_protocol
     from handlers.tracking.consumer import ConsumerConfig, build_consumer
 
-    config = ConsumerConfig.from_env()
+    protocol_out = stdout or sys.stdout
+    sys.stdout = sys.stderr
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    env = Env()
+    config = ConsumerConfig.from_env(env)
     init_sentry(config.stage)
-    kcl.KCLProcess(TrackingRecordProcessor(lambda: build_consumer(config))).run()
+    processor = TrackingRecordProcessor(lambda: build_consumer(config), log=log,
+                                        max_attempts=int(env.optional("KCL_BUG_ATTEMPTS", "5") or 5),
+                                        backoff_seconds=float(env.optional("KCL_BACKOFF_SECONDS", "1") or 1),
+                                        max_backoff_seconds=float(env.optional("KCL_MAX_BACKOFF_SECONDS", "30") or 30))
+    try:
+        kcl_protocol.run(processor, stdin or sys.stdin, protocol_out)
+    except ShardHalted as halted:
+        import sentry_sdk
+
+        sentry_sdk.capture_exception(halted)
+        sentry_sdk.flush(timeout=5)
+        log(f"shard halted, the daemon restarts it from its last checkpoint: {halted}")
+        return 2
+    except kcl_protocol.DaemonGone as gone:
+        log(f"{gone}: exiting")
+    return 0
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
+if __name__ == "__main__":  # pragma: no cover - the daemon runs it
+    raise SystemExit(main())
