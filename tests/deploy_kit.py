@@ -26,6 +26,8 @@ PARAMETERS = REPO / "environments" / "parameters.yaml"
 REAL_VALUES = {
     "sentry_dsn_secret_arn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:letgo/sentry-AbCdEf",
     "segment_write_keys_secret_arn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:letgo/segment-AbCdEf",
+    "alarm_emails": "oncall@letgo.example, data-platform@letgo.example",
+    "search_admin_principal_arns": "arn:aws:iam::123456789012:role/letgo-search-admins",
 }
 
 
