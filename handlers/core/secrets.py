@@ -3,6 +3,11 @@
 Deployed functions get secrets as ARNs in their environment, never values (the Sentry DSN, Aurora's
 RDS-managed credentials, the Segment write keys). Aurora's credentials rotate: a cached value is re-read
 after ``ttl_seconds``, and a caller whose login was refused can ``forget`` it to read the new one at once.
+
+The deployed applications log in to Aurora as their own database users with IAM authentication
+(``DATABASE_IAM_USER``, roles made by migrations/postgres/0004_application_roles.sql): the password is a
+15-minute token signed with the function's own credentials, made afresh at every connect — no secret, nothing
+to rotate. The master secret (``DATABASE_SECRET_ARN``) remains for operators' tools.
 """
 from __future__ import annotations
 
@@ -78,6 +83,7 @@ class DatabaseUrl:
         return url
 
     def refused(self) -> None:
+        """A refused login: read the secret again (an IAM token is made afresh at every connect anyway)."""
         arn = self.env.optional("DATABASE_SECRET_ARN")
         now = self.clock()
         if arn is not None and now - self._last_forgotten >= self.min_interval:
@@ -85,13 +91,42 @@ class DatabaseUrl:
             self.secrets.forget(arn)
 
 
-def database_url(env: Env, secrets: Secrets = SECRETS) -> str | None:
-    """``DATABASE_URL``, else one built from Aurora's RDS-managed secret (``DATABASE_SECRET_ARN``: username,
-    password) and the endpoint (``DATABASE_HOST`` / ``DATABASE_PORT`` / ``DATABASE_NAME``, outputs of the
-    aurora layer; the secret's own ``host`` / ``port`` / ``dbname`` win when present). None when neither."""
+def database_dsn(env: Env) -> str | DatabaseUrl | None:
+    """What a long-lived sink connects with: ``DATABASE_URL`` as is, else a :class:`DatabaseUrl` (an IAM token
+    or the secret, asked at every connect), else None."""
     direct = env.optional("DATABASE_URL")
     if direct is not None:
         return direct
+    if env.optional("DATABASE_IAM_USER") or env.optional("DATABASE_SECRET_ARN"):
+        return DatabaseUrl(env)
+    return None
+
+
+def iam_auth_token(host: str, port: int, user: str) -> str:
+    """A 15-minute IAM authentication token for ``user`` (signed locally with this process's credentials; the
+    caller's role needs rds-db:connect on that database user)."""
+    from handlers.core.aws import client
+
+    return client("rds").generate_db_auth_token(DBHostname=host, Port=port, DBUsername=user)
+
+
+def database_url(env: Env, secrets: Secrets = SECRETS) -> str | None:
+    """``DATABASE_URL``; else, with ``DATABASE_IAM_USER``, that application user with a fresh IAM token at
+    ``DATABASE_HOST`` / ``DATABASE_PORT`` / ``DATABASE_NAME``; else one built from Aurora's RDS-managed secret
+    (``DATABASE_SECRET_ARN``: username, password) and the endpoint (the secret's own ``host`` / ``port`` /
+    ``dbname`` win when present). None when none of them."""
+    direct = env.optional("DATABASE_URL")
+    if direct is not None:
+        return direct
+    sslmode = env.optional("DATABASE_SSLMODE", "require")  # TLS to Aurora (IAM authentication requires it)
+    user = env.optional("DATABASE_IAM_USER")
+    if user:
+        host = env.required("DATABASE_HOST", "the database endpoint (IAM authentication)")
+        port = int(env.optional("DATABASE_PORT") or 5432)
+        name = env.optional("DATABASE_NAME") or "events"
+        token = iam_auth_token(host, port, user)
+        return (f"postgresql://{quote(user, safe='')}:{quote(token, safe='')}@{host}:{port}/{name}"
+                f"?sslmode={sslmode}")
     arn = env.optional("DATABASE_SECRET_ARN")
     if arn is None:
         return None
@@ -101,6 +136,5 @@ def database_url(env: Env, secrets: Secrets = SECRETS) -> str | None:
         raise ConfigError("DATABASE_HOST", "is not set, and DATABASE_SECRET_ARN's secret names no host")
     port = secret.get("port") or env.optional("DATABASE_PORT") or 5432
     name = secret.get("dbname") or env.optional("DATABASE_NAME") or "events"
-    sslmode = env.optional("DATABASE_SSLMODE", "require")  # TLS to Aurora; a local test server has none
     return (f"postgresql://{quote(secret['username'], safe='')}:{quote(secret['password'], safe='')}"
             f"@{host}:{port}/{name}?sslmode={sslmode}")

@@ -21,7 +21,7 @@ from handlers.core.config import PACKAGE_ROOT, ConfigError, Env
 from handlers.core.failures import wait_out
 from handlers.core.kinesis import records_from_event
 from handlers.core.runtime import ColdStart, wait_budget
-from handlers.core.secrets import DatabaseUrl
+from handlers.core.secrets import database_dsn
 from handlers.statistics.aggregate import WindowAggregator
 from handlers.statistics.definitions import MetricSet, load_metrics
 from handlers.statistics.sink import MetricSink
@@ -60,9 +60,10 @@ def build_handler(env: Env | Mapping[str, str] | None = None) -> StatisticsHandl
     env = env if isinstance(env, Env) else Env(env)
     processor = processor_from_env(env)
     metrics = load_metrics(env.path("METRICS_DIR", PACKAGE_ROOT / "metrics"), processor.catalog)
-    dsn = env.optional("DATABASE_URL") or (DatabaseUrl(env) if env.optional("DATABASE_SECRET_ARN") else None)
+    dsn = database_dsn(env)
     if not dsn:
-        raise ConfigError("DATABASE_URL", "is not set, nor DATABASE_SECRET_ARN (the metrics database)")
+        raise ConfigError("DATABASE_URL", "is not set, nor DATABASE_IAM_USER or DATABASE_SECRET_ARN (the metrics "
+                                          "database)")
     return StatisticsHandler(processor, metrics, MetricSink(dsn))
 
 

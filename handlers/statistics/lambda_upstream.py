@@ -26,7 +26,8 @@ def load(env: Env) -> list[TypeCheck]:
 def run(env: Env, checks: list[TypeCheck], now: datetime | None = None) -> dict[str, Any]:
     dsn = database_url(env)  # per run: the secret is re-read after a rotation
     if not dsn:
-        raise ConfigError("DATABASE_URL", "is not set, nor DATABASE_SECRET_ARN (the metrics database)")
+        raise ConfigError("DATABASE_URL", "is not set, nor DATABASE_IAM_USER or DATABASE_SECRET_ARN (the metrics "
+                                          "database)")
     with psycopg.connect(dsn, autocommit=True) as connection:
         findings = evaluate(checks, PostgresCounts(connection), now or datetime.now(timezone.utc))
     sent = report(findings, env.optional("STAGE", "local") or "local")

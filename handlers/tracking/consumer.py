@@ -32,7 +32,7 @@ from handlers.core.alerts import ProblemReporter
 from handlers.core.config import PACKAGE_ROOT, Env
 from handlers.core.failures import Unavailable, backoff_delays
 from handlers.core.kinesis import RawRecord
-from handlers.core.secrets import DatabaseUrl
+from handlers.core.secrets import DatabaseUrl, database_dsn
 from handlers.schema.event_types import Catalog, load_catalog
 from handlers.tracking.errors import Reason, Rejection, SinkError
 from handlers.tracking.processor import BatchResult, Event, Processor
@@ -235,8 +235,7 @@ class ConsumerConfig:
                    raw_bucket=env.required("RAW_BUCKET", "the raw archive"),
                    quarantine_bucket=env.required("QUARANTINE_BUCKET", "the quarantine"),
                    firehose_stream=env.optional("FIREHOSE_STREAM"),
-                   database=env.optional("DATABASE_URL") or (DatabaseUrl(env) if env.optional("DATABASE_SECRET_ARN")
-                                                             else None),
+                   database=database_dsn(env),  # DATABASE_URL, the IAM user or the secret
                    event_types_dir=env.path("EVENT_TYPES_DIR", PACKAGE_ROOT / "event_types"),
                    settings=load_settings(env.path("TRACKING_CONFIG", DEFAULT_SETTINGS)))
 

@@ -88,7 +88,7 @@ def another_teams_environment(stage_values: dict) -> dict:
         "quarantine_bucket_name": "QuarantineBucketName", "quarantine_bucket_arn": "QuarantineBucketArn",
         "processed_bucket_arn": "ProcessedBucketArn", "subnet_ids": "PrivateSubnetIds",
         "lambda_security_group_id": "LambdaSecurityGroupId", "database_secret_arn": "SecretArn",
-        "database_host": "ClusterEndpoint", "database_port": "ClusterPort",
+        "database_host": "ClusterEndpoint", "database_port": "ClusterPort", "database_resource_id": "ClusterResourceId",
         "alarm_topic_arn": "AlarmTopicArn"}.items()}
     ours = yaml.safe_load((REPO / "environments" / "parameters.yaml").read_text())
     values = {**ours["_default"], **ours["DEV"], **stage_values}

@@ -19,7 +19,7 @@ import re
 import orjson
 import pytest
 
-from tests.deploy_kit import REAL_VALUES, REPO, as_list, humilis, load, parameters_file, render
+from tests.deploy_kit import REAL_VALUES, REPO, as_list, humilis, load, parameters_file, render, statements
 
 pytestmark = pytest.mark.functional
 
@@ -347,3 +347,33 @@ def test_one_stage_owns_the_account_logging_role(rendered):
     assert owns == {"DEV": False, "PROD": True}  # DEV beside PROD in one account must not delete PROD's role
     meta = yaml.safe_load((REPO / "layers" / "api-gateway" / "meta.yaml").read_text())
     assert meta["meta"]["parameters"]["manage_account_logging_role"]["value"] is False
+
+
+# -- application database users ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("stage", STAGES)
+def test_applications_log_in_as_their_own_database_users_never_with_the_master_secret(rendered, stage):
+    """Each function that reaches Aurora logs in as the user `letgo db migrate` made for it (IAM authentication:
+    rds-db:connect on that user only) and can read the master secret nowhere (tests/functional/
+    test_database_roles.py checks those users' grants on a real PostgreSQL)."""
+    from deploy.humilis_run import placeholder
+
+    migration = (REPO / "migrations" / "postgres" / "0004_application_roles.sql").read_text()
+    master = placeholder("SecretArn", stage)
+    users = {("kinesis", "ConsumerFunction"): "letgo_consumer",
+             ("statistics", "StatisticsFunction"): "letgo_statistics",
+             ("statistics", "UpstreamFunction"): "letgo_upstream_alerts"}
+    for (layer, function), user in users.items():
+        assert f"'{user}'" in migration, user  # a role the migration creates
+        template = resources(rendered, stage, layer)
+        properties = template[function]["Properties"]
+        variables = properties["Environment"]["Variables"]
+        assert variables["DATABASE_IAM_USER"] == user and variables["DATABASE_SECRET_ARN"] == ""
+        role = properties["Role"]["Fn::GetAtt"][0]
+        allowed = [s for p in template[role]["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
+        connects = [r for s in allowed if "rds-db:connect" in as_list(s["Action"]) for r in as_list(s["Resource"])]
+        assert [c["Fn::Sub"].rsplit(":", 1)[-1] for c in connects] == [
+            f"{placeholder('ClusterResourceId', stage)}/{user}"], (function, connects)
+        for path in (rendered / stage).glob("*.json"):
+            if path.stem in ("kinesis", "statistics"):
+                for _, statement in statements(load(path)):
+                    assert master not in as_list(statement.get("Resource", [])), (path.stem, statement)

@@ -307,7 +307,7 @@ def test_migration_backfills_ids_and_keeps_the_copy_received_first(server, tmp_p
                 conn.execute("INSERT INTO events (message_id, event_time, received_at, event_type, schema_version, "
                              "context, properties) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                              (message_id, event_time, received_at, *row))
-        assert migrate(dsn) == ["0003_event_ids"]
+        assert migrate(dsn)[:1] == ["0003_event_ids"]  # then the later ones
         rows, ids = stored(dsn), stored(dsn, "event_ids")
         assert rows == ids and sorted(rows) == ["once", "twice"]
         assert iso(rows["twice"]) == "2026-01-01T09:00:00.000Z"
