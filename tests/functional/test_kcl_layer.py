@@ -221,8 +221,14 @@ def test_the_instance_role_reaches_only_the_stages_stream_tables_sinks_and_secre
     assert not {"s3:GetObject", "s3:DeleteObject"} & actions  # the consumer only writes its archives
     assert resources_of("firehose:PutRecordBatch") == [placeholder("DeliveryStreamArn", stage)]
     secrets = set(resources_of("secretsmanager:GetSecretValue"))
-    assert secrets == {placeholder("SecretArn", stage)} | (
-        {REAL_VALUES["sentry_dsn_secret_arn"]} if stage == "PROD" else set())
+    env = container_env(resources)
+    assert secrets == {arn for arn in (env["DATABASE_SECRET_ARN"], env["SENTRY_DSN_SECRET_ARN"]) if arn}
+    assert env["SENTRY_DSN_SECRET_ARN"] == (REAL_VALUES["sentry_dsn_secret_arn"] if stage == "PROD" else "")
+    lambda_role = load(rendered[stage, "lambda"] / "kinesis.json")["Resources"]["ConsumerRole"]["Properties"]
+    lambda_allowed = [s for p in lambda_role["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    for action in ("secretsmanager:GetSecretValue", "rds-db:connect"):  # the database login as the Lambda's
+        assert sorted(map(str, resources_of(action))) == sorted(
+            str(r) for s in lambda_allowed if action in as_list(s["Action"]) for r in as_list(s["Resource"])), action
     [key] = [s for s in allowed if "kms:Decrypt" in as_list(s["Action"])]
     assert key["Resource"] == placeholder("DataKeyArn", stage) and set(key["Action"]) == {"kms:Decrypt",
                                                                                       "kms:GenerateDataKey"}
@@ -283,11 +289,15 @@ def test_the_container_gets_the_stage_and_generates_consumer_properties_from_it(
     assert config.stage == stage.lower()
     assert config.raw_bucket == placeholder("RawBucketName", stage)
     assert config.firehose_stream == placeholder("DeliveryStreamName", stage)
-    assert env["DATABASE_SECRET_ARN"] == placeholder("SecretArn", stage)
+    assert config.database is not None  # DEV and PROD have a database: the consumer writes PostgreSQL
+    # the database login, the secrets and the sinks exactly as the Lambda consumer of the same stage has them
     lambda_env = next(iter(of_type(load(rendered[stage, "lambda"] / "kinesis.json")["Resources"],
                                    "AWS::Lambda::Function").values()))["Properties"]["Environment"]["Variables"]
-    for name in ("RAW_BUCKET", "QUARANTINE_BUCKET", "DATABASE_SECRET_ARN", "SENTRY_DSN_SECRET_ARN", "STAGE"):
-        assert env[name] == lambda_env[name], name
+    shared = {"RAW_BUCKET", "QUARANTINE_BUCKET", "DATABASE_SECRET_ARN", "DATABASE_IAM_USER", "DATABASE_HOST",
+              "DATABASE_PORT", "DATABASE_NAME", "SENTRY_DSN_SECRET_ARN", "STAGE"}
+    for name in shared & set(lambda_env):
+        assert env.get(name, "") == lambda_env[name], name
+    assert not {n for n in lambda_env if n.startswith("DATABASE_")} - set(env), "a database setting the KCL lacks"
     # ARNs and names only: no secret value, and the image is this layer's repository at the stage's tag
     assert all(not re.search(r"(?i)(password|dsn)=.*://", f"{k}={v}") for k, v in env.items())
     assert f"${{Repository.RepositoryUri}}:{stage_values(stage)['kcl_image_tag']}" in user_data(resources)
@@ -383,6 +393,20 @@ def test_humilis_creates_the_kcl_stack_on_moto(tmp_path):
         assert data["MetadataOptions"]["HttpTokens"] == "required"
         assert data["IamInstanceProfile"]["Arn"] == profiles[0]["Arn"]
         assert data["BlockDeviceMappings"][0]["Ebs"]["Encrypted"] is True
+        # the user data as CloudFormation resolved it: the deployed stage's names, and consumer.properties from them
+        import base64
+
+        from handlers.tracking import kcl_properties
+
+        script = base64.b64decode(data["UserData"]).decode()
+        assert f"docker pull {layer['RepositoryUri']}:latest-release" in script
+        env = container_env({"LaunchTemplate": {"Properties": {"LaunchTemplateData": {
+            "UserData": {"Fn::Base64": {"Fn::Sub": script}}}}}}, region=aws["AWS_REGION"])
+        properties = kcl_properties.from_env(env)
+        assert properties["streamName"] == outputs["kinesis"]["StreamName"]
+        assert properties["applicationName"] == application and properties["regionName"] == aws["AWS_REGION"]
+        assert env["RAW_BUCKET"] == outputs["storage"]["RawBucketName"]
+        assert env["FIREHOSE_STREAM"] == outputs["kinesis"]["DeliveryStreamName"]
 
         [group] = client("autoscaling", aws).describe_auto_scaling_groups(
             AutoScalingGroupNames=[layer["AutoScalingGroupName"]])["AutoScalingGroups"]
