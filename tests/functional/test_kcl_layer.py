@@ -83,21 +83,25 @@ def test_a_stage_runs_either_the_consumer_mapping_or_the_kcl_fleet(rendered, sta
         assert load(rendered[stage, "lambda"] / name) == load(rendered[stage, "kcl"] / name), name
 
 
-def test_the_layer_type_is_registered_and_ships_like_the_others():
-    import fnmatch
+def test_the_layer_type_is_registered_and_ships_in_the_wheel_like_the_others(tmp_path):
     import tomllib
+    import zipfile
 
     from letgo.ops import humilis_layers
 
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]["humilis.layers"]
     assert declared["letgo-kcl-consumer"] == "letgo.ops.humilis_layers:kcl_consumer"
     assert Path(humilis_layers.kcl_consumer()) == REPO / "layers" / "kcl-consumer"
-    # setup.py's package_data patterns (what the wheel carries under letgo/layers/) take the folder's three files
-    setup = (REPO / "setup.py").read_text()
-    patterns = re.search(r'"letgo\.layers": \[([^\]]*)\]', setup.split("package_data=")[1]).group(1)
-    patterns = [p.strip().strip('"') for p in patterns.split(",")]
-    for name in ("meta.yaml", "resources.yaml.j2", "outputs.yaml.j2"):
-        assert any(fnmatch.fnmatch(f"kcl-consumer/{name}", p) for p in patterns), name
+    subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                    str(tmp_path), str(REPO)], check=True, capture_output=True, timeout=600)
+    [wheel] = tmp_path.glob("letgo_data_platform-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        [entry_points] = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        assert "letgo-kcl-consumer = letgo.ops.humilis_layers:kcl_consumer" in archive.read(entry_points).decode()
+    folder = "letgo/layers/kcl-consumer/"
+    assert {folder + "meta.yaml", folder + "resources.yaml.j2", folder + "outputs.yaml.j2"} <= names
+    assert "handlers/tracking/kcl_properties.py" in names  # the image's properties generator ships with the handlers
     meta = yaml.safe_load((REPO / "layers" / "kcl-consumer" / "meta.yaml").read_text())["meta"]["parameters"]
     assert all(p.get("description") and "value" in p for p in meta.values()), "every parameter described, defaulted"
 
