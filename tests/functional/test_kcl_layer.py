@@ -83,6 +83,11 @@ def test_a_stage_runs_either_the_consumer_mapping_or_the_kcl_fleet(rendered, sta
         assert load(rendered[stage, "lambda"] / name) == load(rendered[stage, "kcl"] / name), name
 
 
+def test_a_consumer_other_than_lambda_or_kcl_stops_the_render_naming_it(tmp_path):
+    with pytest.raises(AssertionError, match="consumer must be lambda or kcl, not kinesis"):
+        render("DEV", tmp_path / "rendered", {"DEV": {"consumer": "kinesis"}})
+
+
 def test_the_layer_type_is_registered_and_ships_in_the_wheel_like_the_others(tmp_path):
     import tomllib
     import zipfile
