@@ -252,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stage_guards.check_opensearch_role(boto3.client("iam", region_name=region()), env.layers)
         stage_guards.check_statistics_position(cloudformation, env.layers)
+        stage_guards.check_single_consumer(cloudformation, env.layers)
     except stage_guards.PreflightFailed as failed:
         print(f"stopped before deploying: {failed}", file=sys.stderr)
         return 2

@@ -16,7 +16,10 @@ So, around humilis (``deploy/humilis_run.py``):
   domain creation would fail half-way;
 * before a deploy, the statistics mapping's starting position must be the deployed one: a change would make
   CloudFormation create a second mapping before deleting the first, which Lambda refuses (the update rolls
-  back). Only ``letgo metrics replay --stage`` moves it, in two updates (letgo/ops/replay.py).
+  back). Only ``letgo metrics replay --stage`` moves it, in two updates (letgo/ops/replay.py);
+* before a deploy, one stream consumer (``consumer: lambda | kcl``): a stage switched back to ``lambda`` leaves the
+  kcl-consumer layer out of the environment, and humilis never deletes a stack it no longer lists, so the KCL
+  fleet would keep reading next to the restored mapping. The deploy stops until that stack is deleted.
 
 Layers come in as humilis ``Layer`` objects (``name``, ``cf_name``, ``termination_protection``, ``delete()``),
 AWS clients as arguments: the tests drive these functions with stand-ins and against moto's CloudFormation.
@@ -146,3 +149,30 @@ def check_statistics_position(cloudformation: Any, layers: Iterable[Any]) -> Non
                 f"it (Lambda refuses the second mapping CloudFormation would create first). Keep "
                 f"statistics_replay_from: {deployed.partition(':')[2] or 0} for this stage in environments/"
                 f"parameters.yaml, or replay: letgo metrics replay --stage <STAGE> --since <T>")
+
+
+def check_single_consumer(cloudformation: Any, layers: Iterable[Any]) -> None:
+    """Refuse a deploy that gives the kinesis layer's consumer its mapping while the stage's KCL fleet still runs."""
+    layers = list(layers)
+    if any(layer.name == "kcl-consumer" for layer in layers):
+        return  # consumer: kcl (the kinesis layer then has no mapping)
+    for layer in layers:
+        if layer.name != "kinesis":
+            continue
+        params = {name: spec.get("value") for name, spec in layer.yaml_params.items()}
+        if str(params.get("consumer_mapping", True)).lower() == "false":
+            return
+        fleet = _sibling_stack(layer, "kcl-consumer")
+        stack = _deployed(cloudformation, fleet)
+        if stack and stack.get("StackStatus") != "DELETE_COMPLETE":
+            raise PreflightFailed(
+                f"{fleet} (the KCL fleet, consumer: kcl) still reads the stream, and this deploy gives the kinesis "
+                f"layer's consumer its mapping back (consumer: lambda): a stage never runs both. Delete the fleet "
+                f"first - aws cloudformation delete-stack --stack-name {fleet} (a protected stage: aws "
+                f"cloudformation update-termination-protection --no-enable-termination-protection --stack-name "
+                f"{fleet} before; its lease table is retained there) - then deploy")
+
+
+def _sibling_stack(layer: Any, other: str) -> str:
+    """The stack name of another layer of ``layer``'s environment and stage (humilis: <env>-<layer>-<stage>)."""
+    return f"{layer.env_name}-{other}-{layer.env_stage}"

@@ -359,9 +359,10 @@ def test_the_entry_point_writes_the_properties_then_execs_the_daemons_command(tm
 
 
 # -- on moto server --------------------------------------------------------------------------------------
-def test_humilis_creates_the_kcl_stack_on_moto(tmp_path):
+def test_humilis_creates_the_kcl_stack_on_moto_and_switches_back_only_without_it(tmp_path):
     """LOCAL with consumer: kcl, created by the real humilis on moto server: the layer's stack and what moto models
-    of it (tables, role, profile, launch template, the mixed-instances group), and no consumer mapping."""
+    of it (tables, role, profile, launch template, the mixed-instances group), and no consumer mapping. Then back to
+    consumer: lambda: refused while the fleet's stack exists, done once it is deleted."""
     parameters = parameters_file(tmp_path / "parameters.yaml", {"LOCAL": {"consumer": "kcl"}})
     with moto_server(tmp_path) as aws:
         humilis("create", "--stage", "LOCAL", "--parameters", str(parameters), "--output",
@@ -427,6 +428,22 @@ def test_humilis_creates_the_kcl_stack_on_moto(tmp_path):
         assert set(group["VPCZoneIdentifier"].split(",")) == subnets
 
         # the stage's consumer function reads nothing: the KCL fleet does
-        mappings = client("lambda", aws).list_event_source_mappings(
-            FunctionName=outputs["kinesis"]["ConsumerFunctionName"])["EventSourceMappings"]
-        assert mappings == []
+        lambda_ = client("lambda", aws)
+        function = outputs["kinesis"]["ConsumerFunctionName"]
+        assert lambda_.list_event_source_mappings(FunctionName=function)["EventSourceMappings"] == []
+
+        # switching back to lambda while the fleet's stack exists (humilis never deletes a layer the environment no
+        # longer lists) would run both: the deploy stops before CloudFormation, naming the stack to delete
+        back = parameters_file(tmp_path / "lambda.yaml")
+        refused = humilis("update", "--stage", "LOCAL", "--parameters", str(back), env=aws, check=False)
+        assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
+        assert "letgo-kcl-consumer-LOCAL" in refused.stderr and "never runs both" in refused.stderr
+        assert lambda_.list_event_source_mappings(FunctionName=function)["EventSourceMappings"] == []
+        # with the fleet gone, the same deploy gives the consumer function its mapping back
+        cloudformation = client("cloudformation", aws)
+        cloudformation.delete_stack(StackName="letgo-kcl-consumer-LOCAL")
+        cloudformation.get_waiter("stack_delete_complete").wait(StackName="letgo-kcl-consumer-LOCAL",
+                                                                WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+        humilis("update", "--stage", "LOCAL", "--parameters", str(back), env=aws)
+        [mapping] = lambda_.list_event_source_mappings(FunctionName=function)["EventSourceMappings"]
+        assert mapping["EventSourceArn"] == outputs["kinesis"]["StreamArn"]
