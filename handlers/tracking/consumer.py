@@ -16,13 +16,17 @@ anything) raises before the commit: nothing downstream happened yet or it rolls 
 retried whole — :meth:`Consumer.handle_patiently` waits it out with backoff, the event source after that.
 A Firehose entry that still fails fails only its record: the event source resumes from the lowest failed
 sequence number, and because its row was not committed the retry delivers it to both sinks — while events
-that did commit are skipped by both (a crash between Firehose's answer and the commit is the one window for
-a warehouse duplicate; the warehouse de-duplicates on messageId). Every entry point (Lambda, KCL, the local
-driver, ``letgo recover``) calls :meth:`Consumer.handle` or :meth:`Consumer.handle_patiently`.
+that did commit are skipped by both. Events Firehose accepted whose commit then failed (PostgreSQL went away
+between the two: the chaos suite's crash lands there) are remembered by the consumer until a retry commits them,
+so the retry inserts them without sending them to Firehose again. What remains is one window for a warehouse
+duplicate: the consumer *process* dying between Firehose's answer and the commit (the warehouse de-duplicates on
+messageId). Every entry point (Lambda, KCL, the local driver, ``letgo recover``) calls :meth:`Consumer.handle` or
+:meth:`Consumer.handle_patiently` on a consumer built once per process.
 """
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,12 +72,18 @@ class BatchOutcome:
 OnWait = Callable[[Unavailable | str, float, int], None]  # (what failed, next delay, retry number)
 
 
+# at most this many messageIds remembered as sent to Firehose but not committed (a few batches' worth)
+SENT_UNCOMMITTED_LIMIT = 100_000
+
+
 class Consumer:
     def __init__(self, processor: Processor, archive: RawArchive, quarantine: Quarantine,
                  database: PostgresSink | None, warehouse: FirehoseSink | None, reporter: ProblemReporter) -> None:
         self.processor, self.archive, self.quarantine = processor, archive, quarantine
         self.database, self.warehouse, self.reporter = database, warehouse, reporter
         self._background = ThreadPoolExecutor(1, thread_name_prefix="archive")
+        # messageId -> None: in Firehose, not yet committed to PostgreSQL (a retry must not send them again)
+        self._sent_uncommitted: OrderedDict[str, None] = OrderedDict()
 
     def close(self) -> None:
         self._background.shutdown(wait=True)
@@ -84,16 +94,31 @@ class Consumer:
         """Firehose after the PostgreSQL insert, before its commit; failed entries are un-inserted."""
         if self.warehouse is None or not events:
             return
+        already = [e for e in events if e.message_id in self._sent_uncommitted]  # sent by an attempt that failed
+        events = [e for e in events if e.message_id not in self._sent_uncommitted]
+        outcome.delivered_firehose = len(already)
+        if not events:
+            return
         try:
             self.warehouse.put([blobs[e.message_id] for e in events], [e.sequence_number for e in events])
-            outcome.delivered_firehose = len(events)
+            accepted = events
         except SinkError as exc:
             failed = exc.failed_sequence_numbers or frozenset(e.sequence_number for e in events)
-            outcome.delivered_firehose = sum(1 for e in events if e.sequence_number not in failed)
+            accepted = [e for e in events if e.sequence_number not in failed]
             outcome.failed_sequence_numbers = failed
             outcome.error = str(exc)
             if written is not None:  # retried records must find no row, or they would skip Firehose again
                 written.discard({e.message_id for e in events if e.sequence_number in failed})
+        outcome.delivered_firehose += len(accepted)
+        for event in accepted:
+            self._sent_uncommitted[event.message_id] = None
+        while len(self._sent_uncommitted) > SENT_UNCOMMITTED_LIMIT:
+            self._sent_uncommitted.popitem(last=False)
+
+    def _committed(self, events: list) -> None:
+        """These events are in PostgreSQL now: their Firehose copies no longer need remembering."""
+        for event in events:
+            self._sent_uncommitted.pop(event.message_id, None)
 
     @staticmethod
     def _documents(result: BatchResult) -> dict[str, bytes]:
@@ -141,6 +166,7 @@ class Consumer:
                 self._quarantine(records, result.rejections, outcome)
                 outcome.archived = self._archived(archiving, records)
                 self._to_warehouse(result.events, blobs, outcome, None)
+                self._committed(result.events)
                 return outcome
             with self.database.writing(result.events) as written:
                 refused = written.refused
@@ -157,6 +183,7 @@ class Consumer:
                 skip = set(written.already_there) | set(refused)
                 self._to_warehouse([e for e in result.events if e.message_id not in skip], blobs, outcome, written)
                 outcome.delivered_postgres -= len(written.discarded)
+            self._committed(result.events)  # the transaction committed (an exception above skips this)
             return outcome
         finally:
             if not archiving.done():  # an earlier step failed: let the put finish before the batch is retried

@@ -76,6 +76,40 @@ def test_postgres_down_during_a_batch_loses_and_duplicates_nothing(stage):
     assert inv.firehose_distinct == inv.firehose_records == 80 and inv.quarantined == 0
 
 
+
+class KillsPostgresAfterAccepting:
+    """The real moto Firehose client; after its first accepted batch, the consumer's PostgreSQL session is really
+    terminated (pg_terminate_backend from another session) — PostgreSQL gone between Firehose's answer and the
+    commit, where the chaos suite's crash once landed and the retry sent the batch to Firehose a second time."""
+
+    def __init__(self, real, dsn: str) -> None:
+        self.real, self.dsn, self.killed = real, dsn, 0
+
+    def put_record_batch(self, DeliveryStreamName, Records):  # noqa: N803 - boto3's names
+        answer = self.real.put_record_batch(DeliveryStreamName=DeliveryStreamName, Records=Records)
+        if not self.killed:
+            import psycopg
+
+            with psycopg.connect(self.dsn, autocommit=True) as conn:
+                self.killed = conn.execute(
+                    "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE state = 'idle in transaction' AND pid <> pg_backend_pid()) AS t").fetchone()[0]
+        return answer
+
+
+def test_postgres_lost_between_firehose_and_the_commit_sends_nothing_to_firehose_twice(stage):
+    ids = [str(uuid.uuid4()) for _ in range(60)]
+    send(stage, [lead(i) for i in ids])
+    consumer = lambda_consumer.get_consumer()
+    consumer.warehouse.firehose = KillsPostgresAfterAccepting(consumer.warehouse.firehose, stage.postgres.dsn)
+    stage.mapping.drain()
+    assert consumer.warehouse.firehose.killed == 1  # the consumer's open transaction was really cut
+    assert stage.mapping.stats.waits >= 1  # the commit failed: an outage, waited out and retried
+    assert pg_message_ids(stage) == sorted(ids)
+    inv = inventory(stage)
+    assert inv.firehose_distinct == inv.firehose_records == 60  # the retry inserted them without re-sending
+
+
 def test_s3_error_while_archiving_is_retried_then_everything_lands_once(stage):
     s3 = client("s3")
     ids = [str(uuid.uuid4()) for _ in range(40)]
