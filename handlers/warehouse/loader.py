@@ -36,7 +36,7 @@ from urllib.parse import unquote_plus
 from botocore.exceptions import ClientError
 
 from handlers.core import aws
-from handlers.core.config import Env
+from handlers.core.config import ConfigError, Env
 from handlers.warehouse.redshift_data import RedshiftData, Target
 
 LOG = logging.getLogger(__name__)
@@ -229,9 +229,18 @@ class Loader:
         return {"results": results}
 
 
+DB_USER = re.compile(r"^[a-z_][a-z0-9_]{0,126}$")  # a Redshift user name as GetClusterCredentials takes it
+
+
 def build_loader(env: Env | Mapping[str, str] | None = None) -> Loader:
+    """The loader from its environment: ``CLUSTER_ID``, ``DATABASE``, ``REDSHIFT_DB_USER`` (its own database user,
+    ``letgo_loader``: IAM credentials through the Data API, never the master secret), ``PROCESSED_BUCKET``,
+    ``COPY_ROLE_ARN``, optional ``CLUSTER_DAYS`` and ``STATEMENT_TIMEOUT_SECONDS``."""
     env = env if isinstance(env, Env) else Env(env)
-    target = Target(env.required("CLUSTER_ID"), env.required("DATABASE"), env.required("SECRET_ARN"))
+    user = env.required("REDSHIFT_DB_USER", "the loader's own database user, e.g. letgo_loader")
+    if not DB_USER.match(user):
+        raise ConfigError("REDSHIFT_DB_USER", f"{user!r} is not a Redshift user name (lower-case letters, digits, _)")
+    target = Target(env.required("CLUSTER_ID"), env.required("DATABASE"), db_user=user)
     return Loader(RedshiftData(target, timeout_seconds=env.number("STATEMENT_TIMEOUT_SECONDS", 600, minimum=1)),
                   bucket=env.required("PROCESSED_BUCKET"), role_arn=env.required("COPY_ROLE_ARN"),
                   cluster_days=env.integer("CLUSTER_DAYS", 30, minimum=1))

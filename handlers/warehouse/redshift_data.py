@@ -1,11 +1,13 @@
 """The one wrapper around the Redshift Data API: submit SQL, wait for it, turn failures into our errors.
 
 Why the Data API and not a PostgreSQL driver: the cluster sits in private subnets with no public endpoint,
-and the Data API reaches it through IAM (``redshift-data:*`` on the cluster) with the cluster's own
-Secrets-Manager-managed master secret — no VPC attachment for the loader, no password anywhere in a
-template or an environment variable. Its calls are asynchronous (a statement id to poll), so :meth:`run`
-and :meth:`run_transaction` wait here until the statement finished and raise :class:`StatementFailed`
-with Redshift's own message when it did not.
+and the Data API reaches it through IAM (``redshift-data:*`` on the cluster) — no VPC attachment for the
+loader, no password anywhere in a template or an environment variable. As whom (:class:`Target`): the loader
+names its own database user (``DbUser``: the Data API gets temporary credentials for it with
+``redshift:GetClusterCredentials``, which the loader's role may do for that user only); operators' tools
+(``letgo warehouse migrate`` / ``load``) use the cluster's Secrets-Manager-managed master secret. Its calls
+are asynchronous (a statement id to poll), so :meth:`run` and :meth:`run_transaction` wait here until the
+statement finished and raise :class:`StatementFailed` with Redshift's own message when it did not.
 
 ``BatchExecuteStatement`` runs its statements in one transaction and one session (so a ``TEMP`` table
 lives across them): that is how a load is atomic (:mod:`handlers.warehouse.loader`).
@@ -36,11 +38,20 @@ class StatementTimedOut(Exception):
 
 @dataclass(frozen=True)
 class Target:
-    """Which cluster and database, as whom (the Secrets Manager secret Redshift manages for its admin)."""
+    """Which cluster and database, as whom: exactly one of ``db_user`` (an application's own user, temporary
+    IAM credentials) or ``secret_arn`` (the Secrets Manager secret Redshift manages for its admin: operators)."""
 
     cluster_id: str
     database: str
-    secret_arn: str
+    secret_arn: str | None = None
+    db_user: str | None = None
+
+    def __post_init__(self) -> None:
+        if bool(self.secret_arn) == bool(self.db_user):
+            raise ValueError("a Redshift Data API target needs exactly one of db_user and secret_arn")
+
+    def credentials(self) -> dict[str, str]:
+        return {"DbUser": self.db_user} if self.db_user else {"SecretArn": str(self.secret_arn)}
 
 
 class RedshiftData:
@@ -58,7 +69,7 @@ class RedshiftData:
 
     def _where(self) -> dict[str, str]:
         return {"ClusterIdentifier": self.target.cluster_id, "Database": self.target.database,
-                "SecretArn": self.target.secret_arn}
+                **self.target.credentials()}
 
     def run(self, sql: str) -> dict[str, Any]:
         """One statement, in its own implicit transaction (DDL that refuses a transaction block goes here)."""

@@ -41,7 +41,7 @@ class StageWarehouse:
 
     def redshift(self) -> RedshiftData:
         """The cluster through the Data API, as the Redshift-managed admin secret."""
-        return RedshiftData(Target(self.cluster_id, self.database, self.secret_arn))
+        return RedshiftData(Target(self.cluster_id, self.database, secret_arn=self.secret_arn))
 
 
 def migrate(stage: StageWarehouse, *, s3: Any, redshift: RedshiftData | None = None,

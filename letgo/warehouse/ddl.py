@@ -53,6 +53,37 @@ Migration files are applied statement by statement *outside* a transaction block
 ``CREATE EXTERNAL TABLE``, ``ALTER TABLE`` on an external table and ``ALTER COLUMN … TYPE`` inside one.
 They carry placeholders the applier substitutes: ``{bucket}`` (the processed-events bucket),
 ``{glue_database}`` (``letgo_events_<stage>``, see ``layers/redshift``) and ``{spectrum_role_arn}``.
+
+Application users (:func:`application_users`; issue 12, item 8): applications log in as their own database
+user, never as the master user (``letgo_admin``, whose Redshift-managed secret stays with operators' tools:
+``letgo warehouse migrate`` / ``load``). The warehouse loader (:mod:`handlers.warehouse.loader`) is
+``letgo_loader``, created ``PASSWORD DISABLE``: it can only log in with the temporary credentials
+``redshift:GetClusterCredentials`` issues, which the Data API asks for when called with ``DbUser`` (IAM
+allows the loader's role exactly that user). Its grants follow what the loader runs, nothing more:
+
+* ``events.<t>``: ``SELECT, INSERT, DELETE`` — the load transaction (``LOCK``, a ``TEMP`` table ``LIKE`` the
+  cluster table, ``DELETE … USING``, ``INSERT … SELECT``) and the daily expiry (``DELETE … WHERE``). On every
+  table of the schema now, and through ``ALTER DEFAULT PRIVILEGES FOR USER letgo_admin`` on every table the
+  later migrations create (``letgo warehouse migrate`` runs them as ``letgo_admin``), so a new event type needs
+  no grant of its own. No ``UPDATE``, ``TRUNCATE``, ``ALTER``, ``DROP``, nothing on ``analytics``.
+* ``TEMP`` on the database: the staging table of each load.
+* ``ASSUMEROLE`` on the Spectrum role ``FOR COPY`` only: the ``COPY … IAM_ROLE``. Redshift grants it to
+  ``PUBLIC`` until an administrator revokes that; granted explicitly so the loader keeps working once it is.
+* The external schema ``history`` is *owned* by ``letgo_loader``. Registering a day
+  (``ALTER TABLE history.<t> ADD IF NOT EXISTS PARTITION``) is an ``ALTER`` of an external table, and Redshift
+  has no ``GRANT`` on an external table at all (its permissions are the external schema's): creating or
+  altering external tables takes the external schema's owner or a superuser. Owning it also lets the loader
+  drop or re-declare ``history.<t>`` — catalog metadata only (the Glue tables, written through the Spectrum
+  role): the events in S3 stay, and ``letgo_admin`` (a superuser) still runs every migration. The tighter path
+  left for later: the loader's IAM role registers partitions in Glue itself (``glue:BatchCreatePartition`` on
+  ``letgo_events_<stage>``) and the user needs nothing on ``history``.
+
+The users are part of the migrations (``state.json`` records each user's statements): a new user, or a new
+statement for an existing one, is the next migration file; a statement taken away is refused (revoking is a
+migration written by hand). ``CREATE USER`` has no ``IF NOT EXISTS`` in Redshift: like ``CREATE EXTERNAL
+TABLE`` it relies on the migration ledger (``public.letgo_migrations``) running it once; every other statement
+(``GRANT``, ``ALTER DEFAULT PRIVILEGES``, ``ALTER SCHEMA … OWNER``) gives the same result when run again.
+These statements are checked as text here (tests/unit/test_warehouse_ddl.py): no Redshift runs in the tests.
 """
 from __future__ import annotations
 
@@ -60,7 +91,7 @@ import argparse
 import json
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -81,6 +112,9 @@ BYTES_PER_CHAR = 4  # UTF-8
 MESSAGE_ID_CHARS, USER_ID_CHARS = 128, 256  # config/tracking.yaml: limits.max_message_id_length / max_user_id_length
 JSON_SERDE = "org.openx.data.jsonserde.JsonSerDe"
 JSONPATHS_PREFIX = "warehouse/jsonpaths/"
+DATABASE = "warehouse"  # layers/redshift: the cluster's DBName
+MIGRATION_USER = "letgo_admin"  # layers/redshift: MasterUsername; `letgo warehouse migrate` runs as it
+LOADER_USER = "letgo_loader"  # the warehouse loader's DbUser (layers/redshift: REDSHIFT_DB_USER)
 
 # Redshift's reserved words (docs: "Reserved words"), lower case.
 RESERVED = frozenset("""
@@ -301,6 +335,27 @@ def create_all(event_type: EventType) -> list[str]:
     return [create_table(event_type), external_table(event_type), union_view(event_type)]
 
 
+# -- application users -------------------------------------------------------------------------------------------
+def loader_user(user: str = LOADER_USER) -> list[str]:
+    """The warehouse loader's user and grants (why each: the module docstring, "Application users")."""
+    table_privileges = "SELECT, INSERT, DELETE"
+    return [
+        f"CREATE USER {user} PASSWORD DISABLE",
+        f"GRANT USAGE ON SCHEMA {CLUSTER_SCHEMA} TO {user}",
+        f"GRANT {table_privileges} ON ALL TABLES IN SCHEMA {CLUSTER_SCHEMA} TO {user}",
+        f"ALTER DEFAULT PRIVILEGES FOR USER {MIGRATION_USER} IN SCHEMA {CLUSTER_SCHEMA}\n"
+        f"GRANT {table_privileges} ON TABLES TO {user}",
+        f"GRANT TEMP ON DATABASE {DATABASE} TO {user}",
+        f"GRANT ASSUMEROLE ON '{ROLE}' TO {user} FOR COPY",
+        f"ALTER SCHEMA {HISTORY_SCHEMA} OWNER TO {user}",
+    ]
+
+
+def application_users() -> dict[str, list[str]]:
+    """Each application's database user -> the statements that create it and grant what it needs."""
+    return {LOADER_USER: loader_user()}
+
+
 # -- evolution -------------------------------------------------------------------------------------------------
 def _varchar_width(redshift_type: str) -> int | None:
     match = re.fullmatch(r"VARCHAR\((\d+)\)", redshift_type)
@@ -358,7 +413,8 @@ HEADER = """-- Generated by `python -m letgo.warehouse.ddl` from event_types/*.y
 class Migration:
     name: str  # e.g. 0002_item_listed_v2
     sql: str
-    state: dict[str, Any]  # state.json after this migration
+    state: dict[str, Any]  # state.json's types after this migration
+    users: dict[str, list[str]] = field(default_factory=dict)  # state.json's users after this migration
 
 
 def state_document(types: Mapping[str, EventType]) -> dict[str, Any]:
@@ -375,23 +431,63 @@ def read_state(out_dir: Path) -> dict[str, Any] | None:
         raise DefinitionError(str(path), None, f"not a warehouse state file: {exc}") from None
 
 
+def read_users(out_dir: Path) -> dict[str, list[str]]:
+    """The application users the folder's migrations create, with their statements (state.json's ``users``)."""
+    path = Path(out_dir) / STATE_FILE
+    if not path.exists():
+        return {}
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")).get("users", {}))
+    except (json.JSONDecodeError, TypeError, ValueError) as exc:
+        raise DefinitionError(str(path), None, f"not a warehouse state file: {exc}") from None
+
+
 def _render(statements: Iterable[str], title: str) -> str:
     return HEADER + f"-- {title}\n\n" + "".join(f"{s};\n\n" for s in statements).rstrip("\n") + "\n"
 
 
-def plan_migration(catalog: Catalog, previous: Mapping[str, Any] | None, number: int) -> Migration | None:
+def plan_users(applied: Mapping[str, list[str]] | None, number: int,
+               state: dict[str, Any]) -> Migration | None:
+    """The migration creating the application users (or their new statements) not yet in ``applied``."""
+    applied = dict(applied or {})
+    wanted = application_users()
+    for user in sorted(applied.keys() - wanted.keys()):
+        raise DefinitionError("letgo/warehouse/ddl.py", user, "application user removed: drop it with a "
+                                                              "migration written by hand")
+    statements, touched = [], []
+    for user, grants in wanted.items():
+        gone = [s for s in applied.get(user, []) if s not in grants]
+        if gone:
+            raise DefinitionError("letgo/warehouse/ddl.py", user,
+                                  f"statement removed from an applied user: {gone[0]!r}; revoke it with a "
+                                  "migration written by hand")
+        new = [s for s in grants if s not in applied.get(user, [])]
+        if new:
+            statements += new
+            touched.append(user)
+    if not statements:
+        return None
+    return Migration(f"{number:04d}_application_users", _render(statements, "application users: "
+                                                                + ", ".join(touched)), state, wanted)
+
+
+def plan_migration(catalog: Catalog, previous: Mapping[str, Any] | None, number: int,
+                   users: Mapping[str, list[str]] | None = None) -> Migration | None:
     """The next migration given the state as of the last one (None: nothing to do).
 
     ``previous`` has the shape of ``state.json``'s ``types`` (and of ``schema.lock.json``):
-    ``{Name: {"version": …, "properties": {…}}}``; None means an empty warehouse.
+    ``{Name: {"version": …, "properties": {…}}}``; None means an empty warehouse. ``users``: state.json's
+    ``users`` (the application users already created); the event types' changes come first, then the users.
     """
     types = catalog.types
     state = state_document(types)
+    applied_users = dict(users or {})
     if previous is None:
         statements = [*schemas()]
         for name in sorted(types):
             statements += create_all(types[name])
-        return Migration(f"{number:04d}_initial", _render(statements, "schemas and every event type"), state)
+        return Migration(f"{number:04d}_initial", _render(statements, "schemas and every event type"), state,
+                         applied_users)
     previous = {k: v for k, v in previous.items() if not k.startswith("_")}  # a lock document's _context
     for name in sorted(previous.keys() - types.keys()):
         raise DefinitionError(f"{name}.yaml", None, "event type removed: its warehouse tables keep its history; "
@@ -406,9 +502,9 @@ def plan_migration(catalog: Catalog, previous: Mapping[str, Any] | None, number:
             statements += evolve(previous[name]["properties"], event_type.properties, event_type)
             touched.append(f"{table_name(event_type)}_v{event_type.version}")
     if not statements:
-        return None
+        return plan_users(applied_users, number, state)
     slug = touched[0] if len(touched) == 1 else f"{len(touched)}_event_types"
-    return Migration(f"{number:04d}_{slug}", _render(statements, ", ".join(touched)), state)
+    return Migration(f"{number:04d}_{slug}", _render(statements, ", ".join(touched)), state, applied_users)
 
 
 def _next_number(out_dir: Path) -> int:
@@ -417,21 +513,23 @@ def _next_number(out_dir: Path) -> int:
 
 
 def generate_migrations(catalog: Catalog, previous: Mapping[str, Any] | None, out_dir: Path, *,
-                        write: bool = True) -> Migration | None:
+                        write: bool = True, users: Mapping[str, list[str]] | None = None) -> Migration | None:
     """Write the next ``NNNN_*.sql`` under ``out_dir`` plus the new ``state.json``; return it (None: up to date).
 
     ``previous``: what the folder already covers — normally :func:`read_state` of ``out_dir``; a lock
-    document (``schema.lock.json``) works too.
+    document (``schema.lock.json``) works too. ``users``: the application users it covers (default:
+    :func:`read_users` of ``out_dir``).
     """
     out_dir = Path(out_dir)
-    migration = plan_migration(catalog, previous, _next_number(out_dir))
+    users = read_users(out_dir) if users is None else users
+    migration = plan_migration(catalog, previous, _next_number(out_dir), users)
     if migration is not None and write:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / f"{migration.name}.sql").write_text(migration.sql, encoding="utf-8")
         # not sort_keys: properties stay in YAML order (column order of later migrations and of the struct)
         document = {"comment": "each event type's properties as of the last generated migration "
                                "(written by python -m letgo.warehouse.ddl; do not edit)",
-                    "last_migration": migration.name, "types": migration.state}
+                    "last_migration": migration.name, "types": migration.state, "users": migration.users}
         (out_dir / STATE_FILE).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     return migration
 
@@ -448,21 +546,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(REPO_ROOT / "migrations" / "redshift"))
     args = parser.parse_args(argv)
     out_dir = Path(args.out)
-    try:
-        catalog = load_catalog(Path(args.event_types))
-        migration = generate_migrations(catalog, read_state(out_dir), out_dir, write=not args.check)
-    except DefinitionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if migration is None:
-        print(f"{out_dir}: up to date")
-        return 0
-    if args.check:
-        print(f"{out_dir}: missing migration {migration.name}.sql — run `python -m letgo.warehouse.ddl` and commit "
-              "it", file=sys.stderr)
-        return 1
-    print(f"wrote {out_dir / (migration.name + '.sql')}")
-    return 0
+    written = 0
+    while True:  # the event types' migration first, then the application users' (an empty folder: both)
+        try:
+            catalog = load_catalog(Path(args.event_types))
+            migration = generate_migrations(catalog, read_state(out_dir), out_dir, write=not args.check)
+        except DefinitionError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if migration is None:
+            if not written:
+                print(f"{out_dir}: up to date")
+            return 0
+        if args.check:
+            print(f"{out_dir}: missing migration {migration.name}.sql — run `python -m letgo.warehouse.ddl` and "
+                  "commit it", file=sys.stderr)
+            return 1
+        print(f"wrote {out_dir / (migration.name + '.sql')}")
+        written += 1
 
 
 if __name__ == "__main__":

@@ -377,3 +377,40 @@ def test_applications_log_in_as_their_own_database_users_never_with_the_master_s
             if path.stem in ("kinesis", "statistics"):
                 for _, statement in statements(load(path)):
                     assert master not in as_list(statement.get("Resource", [])), (path.stem, statement)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_warehouse_loader_logs_in_as_its_own_redshift_user_never_with_the_master_secret(rendered, stage):
+    """The loader calls the Data API with DbUser letgo_loader (handlers/warehouse/loader.py): its role may get
+    temporary credentials for exactly that user in the one database — no other user, no AutoCreate
+    (redshift:CreateClusterUser), no DbGroups (redshift:JoinGroup) — and can read no secret, the cluster's master
+    secret least of all. The user's grants: letgo/warehouse/ddl.py, checked as text in
+    tests/unit/test_warehouse_ddl.py."""
+    from letgo.warehouse import ddl
+
+    template = resources(rendered, stage, "redshift")
+    cluster = f"letgo-warehouse-{stage.lower()}"
+    assert template["Cluster"]["Properties"]["ClusterIdentifier"] == cluster
+    assert template["Cluster"]["Properties"]["DBName"] == ddl.DATABASE
+    function = template["LoaderFunction"]["Properties"]
+    variables = function["Environment"]["Variables"]
+    assert variables["REDSHIFT_DB_USER"] == ddl.LOADER_USER == "letgo_loader"
+    assert variables["DATABASE"] == ddl.DATABASE and variables["CLUSTER_ID"] == {"Ref": "Cluster"}
+    assert not [name for name in variables if "SECRET" in name]
+    assert function["Role"] == {"Fn::GetAtt": ["LoaderRole", "Arn"]}
+    allowed = [s for p in template["LoaderRole"]["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    assert not template["LoaderRole"]["Properties"].get("ManagedPolicyArns")
+    actions = [a for s in allowed for a in as_list(s["Action"])]
+    assert not [a for a in actions
+                if a.startswith(("secretsmanager:", "redshift:")) and a != "redshift:GetClusterCredentials"]
+    assert not [a for a in actions if "*" in a]
+    [credentials] = [s for s in allowed if "redshift:GetClusterCredentials" in as_list(s["Action"])]
+    assert credentials["Effect"] == "Allow" and as_list(credentials["Action"]) == ["redshift:GetClusterCredentials"]
+    assert "Condition" not in credentials
+    prefix = "arn:${AWS::Partition}:redshift:${AWS::Region}:${AWS::AccountId}:"
+    assert [r["Fn::Sub"] for r in as_list(credentials["Resource"])] == [
+        f"{prefix}dbuser:{cluster}/letgo_loader", f"{prefix}dbname:{cluster}/warehouse"]
+    # nothing in the layer's policies names the master secret (the operators' tools read it with their own
+    # credentials, through the stack output MasterSecretArn)
+    for name, statement in statements(load(rendered / stage / "redshift.json")):
+        assert "MasterPasswordSecretArn" not in orjson.dumps(statement).decode(), (name, statement)

@@ -109,3 +109,30 @@ def test_loader_picks_up_a_republished_spec_after_its_cache_expires(published):
     assert loader.spec("Lead").migration != "0099_lead_v2"  # still cached
     now[0] += loader.spec_ttl_seconds + 1
     assert loader.spec("Lead").migration == "0099_lead_v2"
+
+
+def test_the_deployed_loader_submits_its_statements_as_its_own_database_user(published):
+    """The loader built from the environment the redshift layer gives it (REDSHIFT_DB_USER, no secret), against
+    moto's Data API: the statement moto recorded names DbUser letgo_loader and no SecretArn. (moto executes no
+    SQL — its statements stay STARTED, so the loader's wait times out after its one-second budget — and has no
+    BatchExecuteStatement, so the day is one older than the cluster window: the partition statement only; the
+    transaction's call shape is checked with botocore's Stubber in tests/unit/test_warehouse_loader.py.)"""
+    from handlers.warehouse.loader import build_loader
+    from handlers.warehouse.redshift_data import StatementTimedOut
+
+    loader = build_loader({"CLUSTER_ID": "letgo-warehouse-local", "DATABASE": "warehouse",
+                           "REDSHIFT_DB_USER": "letgo_loader", "PROCESSED_BUCKET": published, "COPY_ROLE_ARN": ROLE,
+                           "STATEMENT_TIMEOUT_SECONDS": "1"})
+    loader.redshift.poll_seconds = 0.1
+    submitted = []
+    loader.redshift.client.meta.events.register(
+        "after-call.redshift-data.ExecuteStatement", lambda parsed, **_: submitted.append(parsed["Id"]))
+    old = date.today() - timedelta(days=40)
+    with pytest.raises(StatementTimedOut):
+        loader.handle({"action": "load", "key": f"events/type=Lead/dt={old}/late-arrival.gz"})
+    [statement_id] = submitted
+    recorded = loader.redshift.client.describe_statement(Id=statement_id)
+    assert recorded["QueryString"].startswith("ALTER TABLE history.lead ADD IF NOT EXISTS PARTITION")
+    assert (recorded["ClusterIdentifier"], recorded["Database"]) == ("letgo-warehouse-local", "warehouse")
+    assert recorded["DbUser"] == "letgo_loader"
+    assert not recorded.get("SecretArn")

@@ -4,6 +4,7 @@ committed migrations/redshift/ folder."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -250,6 +251,9 @@ def test_breaking_change_is_refused_naming_it(change, phrase):
 
 
 # -- migration files and --check ---------------------------------------------------------------------------------
+COMMITTED = ["0001_initial.sql", "0002_application_users.sql", "state.json"]
+
+
 def migrations_copy(tmp_path: Path) -> Path:
     return Path(shutil.copytree(MIGRATIONS, tmp_path / "redshift"))
 
@@ -265,10 +269,10 @@ def test_check_fails_after_additive_change_then_generation_writes_the_next_file(
     edit(directory, LISTED, ADD_OPTIONAL, BUMP)
     args = ["--event-types", str(directory), "--out", str(out)]
     assert ddl.main(["--check", *args]) == 1
-    assert "missing migration 0002_item_listed_v2.sql" in capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == ["0001_initial.sql", "state.json"]  # --check writes nothing
+    assert "missing migration 0003_item_listed_v2.sql" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == COMMITTED  # --check writes nothing
     assert ddl.main(args) == 0
-    written = (out / "0002_item_listed_v2.sql").read_text(encoding="utf-8")
+    written = (out / "0003_item_listed_v2.sql").read_text(encoding="utf-8")
     statements = sqlglot.parse(written, read="redshift")
     assert all(not isinstance(s, exp.Command) for s in statements) and len(statements) == 4
     assert "ALTER TABLE events.item_listed ADD COLUMN promoted BOOLEAN;" in written
@@ -284,7 +288,7 @@ def test_new_event_type_gets_its_tables_in_the_next_file(tmp_path):
         "  reason: {type: enum, values: [scam, offensive, other], required: true}\n"
         "  reporter_location: {type: geo_point}\n", encoding="utf-8")
     migration = ddl.generate_migrations(load_catalog(directory), ddl.read_state(out), out)
-    assert migration.name == "0002_item_reported_new"
+    assert migration.name == "0003_item_reported_new"
     assert "CREATE TABLE IF NOT EXISTS events.item_reported (" in migration.sql
     assert "reporter_location_lat DOUBLE PRECISION" in migration.sql
 
@@ -296,10 +300,87 @@ def test_generation_refuses_a_breaking_yaml_change(tmp_path, capsys):
         ddl.generate_migrations(load_catalog(directory, check_lock=False), ddl.read_state(out), out)
     assert ddl.main(["--event-types", str(directory), "--out", str(out)]) == 2  # the lock refuses it first
     assert "properties.city was removed" in capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == ["0001_initial.sql", "state.json"]
+    assert sorted(p.name for p in out.iterdir()) == COMMITTED
 
 
 def test_empty_folder_gets_the_initial_migration(tmp_path):
     migration = ddl.generate_migrations(CATALOG, None, tmp_path / "redshift")
     assert migration.name == "0001_initial"
     assert (tmp_path / "redshift" / "0001_initial.sql").read_text() == (MIGRATIONS / "0001_initial.sql").read_text()
+
+
+def test_generating_into_an_empty_folder_writes_the_committed_files(tmp_path, capsys):
+    """`python -m letgo.warehouse.ddl` (what the committed folder came from): the tables, then the users."""
+    out = tmp_path / "redshift"
+    assert ddl.main(["--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == COMMITTED
+    for name in COMMITTED:
+        assert (out / name).read_text() == (MIGRATIONS / name).read_text(), name
+    assert ddl.main(["--check", "--out", str(out)]) == 0
+
+
+# -- application users -------------------------------------------------------------------------------------------
+# Checked as text: no Redshift runs here (sqlglot keeps CREATE USER / GRANT as opaque commands), so these tests
+# prove what the migration says, not that Redshift accepts it or that the loader then succeeds on a cluster.
+USERS_FILE = MIGRATIONS / "0002_application_users.sql"
+
+
+def committed_user_statements() -> list[str]:
+    from letgo.ops.redshift_migrations import split_statements
+
+    return split_statements(USERS_FILE.read_text(encoding="utf-8"))
+
+
+def test_the_loader_user_is_created_without_a_password_and_holds_exactly_its_grants():
+    statements = committed_user_statements()
+    assert statements == ddl.application_users()["letgo_loader"]
+    assert json.loads((MIGRATIONS / "state.json").read_text())["users"] == ddl.application_users()
+    assert statements[0] == "CREATE USER letgo_loader PASSWORD DISABLE"  # IAM (GetClusterCredentials) only
+    assert not [s for s in statements if re.search(r"\bPASSWORD\s+'", s, re.I)]
+    grants = " ".join(" ".join(s.split()) for s in statements[1:])
+    for expected in ("GRANT USAGE ON SCHEMA events TO letgo_loader",
+                     "GRANT SELECT, INSERT, DELETE ON ALL TABLES IN SCHEMA events TO letgo_loader",
+                     "ALTER DEFAULT PRIVILEGES FOR USER letgo_admin IN SCHEMA events GRANT SELECT, INSERT, DELETE "
+                     "ON TABLES TO letgo_loader",
+                     "GRANT TEMP ON DATABASE warehouse TO letgo_loader",
+                     "GRANT ASSUMEROLE ON '{spectrum_role_arn}' TO letgo_loader FOR COPY",
+                     "ALTER SCHEMA history OWNER TO letgo_loader"):
+        assert expected in grants, expected
+    assert len(statements) == 7  # nothing more than the above
+
+
+def test_nothing_is_granted_all_nor_more_than_the_loader_runs():
+    text = " ".join(committed_user_statements()).upper()
+    assert not re.search(r"\bALL\s+(PRIVILEGES\b|ON\s+(?!TABLES\s+IN\s+SCHEMA))", text)  # only "ALL TABLES IN"
+    for never in ("UPDATE", "TRUNCATE", "DROP", "CREATE ON", "ANALYTICS", "PUBLIC", "SUPERUSER", "CREATEUSER",
+                  "WITH GRANT OPTION", "LETGO_ADMIN TO"):
+        assert never not in text, never
+    # each privilege on the cluster tables is used by a statement the loader sends
+    obj = loader.parse_key("processed", "events/type=Lead/dt=2026-11-26/part-1.gz")
+    spec, _ = _load_spec_and_object(CATALOG.get("Lead"))
+    sent = " ".join([*loader.load_statements(obj, spec, "arn:role"), loader.expire_statement(spec, 30),
+                     loader.partition_statement(obj, spec)])
+    for verb in ("SELECT", "INSERT INTO events.lead", "DELETE FROM events.lead", "CREATE TEMP TABLE", "COPY",
+                 "ALTER TABLE history.lead ADD IF NOT EXISTS PARTITION"):
+        assert verb in sent, verb
+
+
+def test_the_users_match_what_the_redshift_layer_deploys():
+    template = (ROOT / "layers" / "redshift" / "resources.yaml.j2").read_text()
+    assert f'{{% set loader_db_user = "{ddl.LOADER_USER}" %}}' in template
+    assert f'{{% set database = "{ddl.DATABASE}" %}}' in template
+    assert f"MasterUsername: {ddl.MIGRATION_USER}\n" in template  # whose default privileges the grants extend
+
+
+def test_a_new_grant_is_the_next_migration_and_a_removed_one_is_refused(tmp_path, monkeypatch):
+    out = migrations_copy(tmp_path)
+    wanted = ddl.application_users()
+    monkeypatch.setattr(ddl, "application_users",
+                        lambda: {**wanted, "letgo_loader": [*wanted["letgo_loader"], "GRANT X TO letgo_loader"]})
+    migration = ddl.generate_migrations(CATALOG, ddl.read_state(out), out)
+    assert migration.name == "0003_application_users"
+    assert ddl._render(["GRANT X TO letgo_loader"], "application users: letgo_loader") == migration.sql
+    assert ddl.generate_migrations(CATALOG, ddl.read_state(out), out) is None
+    monkeypatch.setattr(ddl, "application_users", lambda: wanted)
+    with pytest.raises(DefinitionError, match="statement removed from an applied user: 'GRANT X TO letgo_loader'"):
+        ddl.generate_migrations(CATALOG, ddl.read_state(out), out)

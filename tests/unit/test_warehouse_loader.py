@@ -80,7 +80,9 @@ def test_load_transaction_keeps_one_row_per_message_id_across_retries_and_duplic
     assert str(first[1][2]) == "2026-11-25 10:00:01"  # the first delivery wins (ORDER BY received_at)
 
 
-TARGET = Target("letgo-warehouse-dev", "warehouse", "arn:aws:secretsmanager:eu-west-1:1:secret:x")
+TARGET = Target("letgo-warehouse-dev", "warehouse", secret_arn="arn:aws:secretsmanager:eu-west-1:1:secret:x")
+LOADER_ENV = {"CLUSTER_ID": "letgo-warehouse-dev", "DATABASE": "warehouse", "REDSHIFT_DB_USER": "letgo_loader",
+              "PROCESSED_BUCKET": "b", "COPY_ROLE_ARN": "r"}
 
 
 def _stubbed(target=TARGET):
@@ -89,6 +91,7 @@ def _stubbed(target=TARGET):
 
 
 def test_redshift_data_waits_for_a_transaction_to_finish():
+    """(As an operator's tool: the master secret, ``letgo warehouse migrate`` / ``load``.)"""
     redshift, stub = _stubbed()
     where = {"ClusterIdentifier": "letgo-warehouse-dev", "Database": "warehouse",
              "SecretArn": "arn:aws:secretsmanager:eu-west-1:1:secret:x"}
@@ -137,9 +140,47 @@ def test_a_missing_variable_stops_the_loader_naming_it():
     from handlers.core.config import ConfigError
     from handlers.warehouse.loader import build_loader
 
-    complete = {"CLUSTER_ID": "c", "DATABASE": "d", "SECRET_ARN": "s", "PROCESSED_BUCKET": "b", "COPY_ROLE_ARN": "r"}
-    for name in complete:
+    for name in LOADER_ENV:
         with pytest.raises(ConfigError, match=f"^{name}: is not set"):
-            build_loader({**complete, name: ""})
+            build_loader({**LOADER_ENV, name: ""})
     with pytest.raises(ConfigError, match="CLUSTER_DAYS"):
-        build_loader({**complete, "CLUSTER_DAYS": "thirty"})
+        build_loader({**LOADER_ENV, "CLUSTER_DAYS": "thirty"})
+    with pytest.raises(ConfigError, match="^REDSHIFT_DB_USER: 'Letgo Loader' is not a Redshift user name"):
+        build_loader({**LOADER_ENV, "REDSHIFT_DB_USER": "Letgo Loader"})
+
+
+def test_the_loader_calls_the_data_api_as_its_own_user_never_with_a_secret():
+    """What the deployed loader sends (built from the environment the redshift layer gives it, tested there in
+    tests/functional/test_least_privilege_and_alarms.py): DbUser letgo_loader — the Data API then gets that
+    user's temporary credentials with redshift:GetClusterCredentials — and no SecretArn, even when the old
+    SECRET_ARN variable is still set. botocore's Stubber checks each call against the service model."""
+    from handlers.warehouse.loader import build_loader
+
+    loader = build_loader({**LOADER_ENV, "SECRET_ARN": "arn:aws:secretsmanager:eu-west-1:1:secret:master"})
+    client = aws.client("redshift-data")
+    loader.redshift._client, loader.redshift._sleep = client, lambda _s: None
+    where = {"ClusterIdentifier": "letgo-warehouse-dev", "Database": "warehouse", "DbUser": "letgo_loader"}
+    stub = Stubber(client)
+    obj = EventsObject("processed", "events/type=Lead/dt=2026-11-25/a.gz", "Lead", date(2026, 11, 25))
+    stub.add_response("execute_statement", {"Id": "s-1"}, {"Sql": partition_statement(obj, SPEC), **where})
+    stub.add_response("describe_statement", {"Id": "s-1", "Status": "FINISHED"}, {"Id": "s-1"})
+    stub.add_response("batch_execute_statement", {"Id": "s-2"}, {"Sqls": load_statements(obj, SPEC, "r"), **where})
+    stub.add_response("describe_statement", {"Id": "s-2", "Status": "FINISHED"}, {"Id": "s-2"})
+    sent = []
+    client.meta.events.register("provide-client-params.redshift-data.*", lambda params, **_: sent.append(params))
+    loader._specs["Lead"] = (loader._clock(), SPEC)
+    loader._today = lambda: date(2026, 11, 26)
+    with stub:
+        assert loader.load(obj).loaded
+    stub.assert_no_pending_responses()
+    calls = [p for p in sent if "Sql" in p or "Sqls" in p]
+    assert len(calls) == 2
+    assert all(p["DbUser"] == "letgo_loader" and "SecretArn" not in p for p in calls)
+
+
+def test_a_target_is_either_a_database_user_or_the_master_secret():
+    assert Target("c", "d", db_user="letgo_loader").credentials() == {"DbUser": "letgo_loader"}
+    assert Target("c", "d", secret_arn="arn:x").credentials() == {"SecretArn": "arn:x"}
+    for wrong in ({}, {"db_user": "letgo_loader", "secret_arn": "arn:x"}):
+        with pytest.raises(ValueError, match="exactly one of db_user and secret_arn"):
+            Target("c", "d", **wrong)
