@@ -84,6 +84,10 @@ migration written by hand). ``CREATE USER`` has no ``IF NOT EXISTS`` in Redshift
 TABLE`` it relies on the migration ledger (``public.letgo_migrations``) running it once; every other statement
 (``GRANT``, ``ALTER DEFAULT PRIVILEGES``, ``ALTER SCHEMA … OWNER``) gives the same result when run again.
 These statements are checked as text here (tests/unit/test_warehouse_ddl.py): no Redshift runs in the tests.
+Rollout on a stage deployed before the user existed: ``letgo warehouse migrate --stage S`` first (the loader
+still deployed with the master secret keeps working: it is a superuser), then ``make deploy``; the other way
+round, loads fail until the migration ran (``GetClusterCredentials`` does not create users here) and wait in
+the loader's failure queue for ``letgo warehouse load``.
 """
 from __future__ import annotations
 
