@@ -305,7 +305,8 @@ def test_the_notebook_runs_as_a_script_and_charts_postgres_numbers(warehouse, tm
     expected = pg(stage, f"SELECT event_time::date, category, count(*) FROM {LEAD} l "
                          "WHERE event_time >= current_date - 14 GROUP BY 1, 2 ORDER BY 1, 2")
     assert lines[1:] == [f"{day},{category},{leads}" for day, category, leads in expected]
-    assert len({day for day, _, _ in expected}) == 3, "three days of traffic"
+    # the three plans' days at least (more when a plan's hours cross midnight UTC: a run just after it)
+    assert len({day for day, _, _ in expected}) >= 3, "three days of traffic"
     assert (tmp_path / "leads_per_category_per_day.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
