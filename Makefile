@@ -47,13 +47,13 @@ package: $(STAMP)             ## deterministic Lambda zips in dist/ (Lambda-plat
 	$(PY) deploy/package.py
 
 render: $(HSTAMP)             ## every layer rendered for STAGE, without AWS
-	$(HPY) deploy/humilis_run.py render --stage $(STAGE)
+	$(HPY) deploy/humilis_run.py render --stage $(STAGE) $(if $(PARAMETERS),--parameters $(PARAMETERS))
 
 preview: package $(HSTAMP)    ## what `make deploy` would change in STAGE (change sets; applies nothing)
-	$(HPY) deploy/humilis_run.py preview --stage $(STAGE)
+	$(HPY) deploy/humilis_run.py preview --stage $(STAGE) $(if $(PARAMETERS),--parameters $(PARAMETERS))
 
 deploy: package $(HSTAMP)     ## create or update every layer of STAGE (humilis update)
-	$(HPY) deploy/humilis_run.py update --stage $(STAGE) --output build/outputs-$(STAGE).yaml
+	$(HPY) deploy/humilis_run.py update --stage $(STAGE) --output build/outputs-$(STAGE).yaml $(if $(PARAMETERS),--parameters $(PARAMETERS))
 
 destroy: $(HSTAMP)            ## delete every layer of STAGE, in reverse order (a protected stage: CONFIRM=letgo-STAGE)
 	$(HPY) deploy/humilis_run.py delete --stage $(STAGE) $(if $(CONFIRM),--confirm $(CONFIRM))
