@@ -5,6 +5,7 @@ import contextlib
 import json
 import os
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -56,6 +57,32 @@ def render(stage: str, out: Path, overrides: dict[str, dict[str, Any]] | None = 
     humilis("render", "--stage", stage, "--out", str(out), "--parameters", str(parameters), env=env)
     return out / stage.upper()
 
+
+@dataclass(frozen=True)
+class CheckovRun:
+    """What checkov found in a folder of templates: failed checks, how many passed, and the skipped ones."""
+
+    failed: list[tuple[str, str, str]]  # (check id, file, resource)
+    passed: int
+    skipped: list[dict[str, Any]]
+
+    def unjustified_skips(self) -> list[dict[str, Any]]:
+        """Skips without a real reason in the resource's Metadata (more than a few words)."""
+        return [c for c in self.skipped if len((c.get("check_result") or {}).get("suppress_comment") or "") <= 20]
+
+
+def checkov(folder: Path) -> CheckovRun:
+    """Every check of open-source checkov over the CloudFormation templates of ``folder`` (offline: no severities,
+    so the deployment tests require no failed check at all)."""
+    done = subprocess.run([str(CHECKOV), "-d", str(folder), "--framework", "cloudformation", "-o", "json",
+                           "--skip-download"], capture_output=True, text=True,
+                          env={**os.environ, "BC_SKIP_MAPPING": "TRUE"}, timeout=600)
+    reports = json.loads(done.stdout)
+    reports = reports if isinstance(reports, list) else [reports]
+    return CheckovRun(
+        failed=[(c["check_id"], c["file_path"], c["resource"]) for r in reports for c in r["results"]["failed_checks"]],
+        passed=sum(r["summary"]["passed"] for r in reports),
+        skipped=[c for r in reports for c in r["results"]["skipped_checks"]])
 
 def humilis(*args: str, env: dict[str, str] | None = None, timeout: int = 600,
             check: bool = True) -> subprocess.CompletedProcess[str]:

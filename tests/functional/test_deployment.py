@@ -7,12 +7,11 @@ e2e test (tests/e2e/test_humilis_roundtrip.py).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 
 import pytest
 
-from tests.deploy_kit import CHECKOV, DISABLED, LAYERS, REPO, STAGES, as_list, humilis, load, render, statements
+from tests.deploy_kit import DISABLED, LAYERS, REPO, STAGES, as_list, checkov, humilis, load, render, statements
 
 pytestmark = pytest.mark.functional
 
@@ -45,16 +44,10 @@ def test_cfn_lint_reports_nothing(rendered):
 
 def test_checkov_finds_nothing_unjustified(rendered):
     """Every check runs (open-source checkov has no severities offline); each skip carries its reason."""
-    done = subprocess.run([str(CHECKOV), "-d", str(rendered), "--framework", "cloudformation", "-o", "json",
-                           "--skip-download"], capture_output=True, text=True,
-                          env={**os.environ, "BC_SKIP_MAPPING": "TRUE"}, timeout=600)
-    reports = json.loads(done.stdout)
-    reports = reports if isinstance(reports, list) else [reports]
-    failed = [(c["check_id"], c["file_path"], c["resource"]) for r in reports for c in r["results"]["failed_checks"]]
-    assert failed == []
-    assert sum(r["summary"]["passed"] for r in reports) > 300  # it really ran, over every stage's templates
-    skipped = [c for r in reports for c in r["results"]["skipped_checks"]]
-    assert all(len((c.get("check_result") or {}).get("suppress_comment") or "") > 20 for c in skipped), skipped
+    found = checkov(rendered)
+    assert found.failed == []
+    assert found.passed > 300  # it really ran, over every stage's templates
+    assert found.unjustified_skips() == []
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -13,8 +13,6 @@ Dockerfile is read as text, and its entry point runs with a stand-in for amazon-
 """
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
 import subprocess
@@ -24,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.deploy_kit import CHECKOV, REAL_VALUES, REPO, as_list, client, humilis, load, moto_server, \
+from tests.deploy_kit import REAL_VALUES, checkov, REPO, as_list, client, humilis, load, moto_server, \
     parameters_file, render
 
 pytestmark = pytest.mark.functional
@@ -122,16 +120,10 @@ def test_checkov_fails_nothing(rendered, tmp_path):
     for stage in STAGES:
         for name in ("kcl-consumer.json", "kinesis.json"):
             shutil.copy(rendered[stage, "kcl"] / name, tmp_path / f"{stage}-{name}")
-    done = subprocess.run([str(CHECKOV), "-d", str(tmp_path), "--framework", "cloudformation", "-o", "json",
-                           "--skip-download"], capture_output=True, text=True,
-                          env={**os.environ, "BC_SKIP_MAPPING": "TRUE"}, timeout=600)
-    reports = json.loads(done.stdout)
-    reports = reports if isinstance(reports, list) else [reports]
-    failed = [(c["check_id"], c["file_path"], c["resource"]) for r in reports for c in r["results"]["failed_checks"]]
-    assert failed == []
-    assert sum(r["summary"]["passed"] for r in reports) > 80
-    skipped = [c for r in reports for c in r["results"]["skipped_checks"]]
-    assert all(len((c.get("check_result") or {}).get("suppress_comment") or "") > 20 for c in skipped), skipped
+    found = checkov(tmp_path)
+    assert found.failed == []
+    assert found.passed > 80
+    assert found.unjustified_skips() == []
 
 
 # -- the fleet ----------------------------------------------------------------------------------------------
