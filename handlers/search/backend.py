@@ -224,9 +224,14 @@ class SearchBackend(abc.ABC):
         """Forget tombstones and partial states whose last event is older than ``before`` (epoch seconds)."""
         return self._purge(before)
 
+    @abc.abstractmethod
     def rebuild(self, changes: Iterable[Change], chunk: int = 5000) -> ApplyResult:
-        """Replace every index with the states these changes give (a reindex from the event history)."""
-        self._clear()
+        """Replace every index with the states these changes give (a reindex from the event history). How the
+        old content goes is the engine's: tantivy clears in place, OpenSearch fills new index versions and swaps
+        them in; both fill with :meth:`_fill`."""
+
+    def _fill(self, changes: Iterable[Change], chunk: int) -> ApplyResult:
+        """Apply ``changes`` in chunks to empty indices, then refresh; the sum of every chunk's result."""
         total = ApplyResult()
         batch: list[Change] = []
         for change in [*changes, None]:
@@ -294,10 +299,6 @@ class SearchBackend(abc.ABC):
     @abc.abstractmethod
     def _purge(self, before: float) -> int:
         ...
-
-    @abc.abstractmethod
-    def _clear(self) -> None:
-        """Delete every listing and state (the start of a rebuild)."""
 
 
 def dedupe_suggestions(candidates: Iterable[Suggestion], limit: int) -> list[Suggestion]:

@@ -67,8 +67,7 @@ class OpenSearchBackend(SearchBackend):
         def fill(shadow: Any) -> ApplyResult:
             builder = OpenSearchBackend(self.config, ranking=self.ranking, client=self.client)
             builder.cluster = shadow
-            builder._clear = lambda: None  # type: ignore[method-assign]  # the new versions start empty
-            return SearchBackend.rebuild(builder, changes, chunk)
+            return builder._fill(changes, chunk)  # the new versions start empty
 
         return admin.rebuild(self.cluster, fill)
 
@@ -98,9 +97,6 @@ class OpenSearchBackend(SearchBackend):
 
     def _purge(self, before: float) -> int:
         return states.purge(self.cluster, before)
-
-    def _clear(self) -> None:
-        raise NotImplementedError("OpenSearch rebuilds into new index versions (rebuild), never by clearing")
 
     # -- reading ---------------------------------------------------------------------------------------------
     def search_body(self, request: SearchRequest, cursor: Cursor | None, origin: float) -> dict[str, Any]:

@@ -146,6 +146,11 @@ class TantivyBackend(SearchBackend):
             self.state_index.commit()
             return purged
 
+    def rebuild(self, changes: Iterable[Change], chunk: int = 5000) -> ApplyResult:
+        """Clear every index in place, then fill it from these changes (a local index: nobody searches mid-way)."""
+        self._clear()
+        return self._fill(changes, chunk)
+
     def _clear(self) -> None:
         with self._apply_lock:
             self.state_index.clear()
